@@ -1,0 +1,179 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// query runs one simple-protocol statement and returns its rows as text.
+// NULL becomes "". Replication connections accept only the simple protocol.
+func query(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string, error) {
+	results, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	var rows [][]string
+	for _, res := range results {
+		for _, r := range res.Rows {
+			row := make([]string, len(r))
+			for i, v := range r {
+				row[i] = string(v)
+			}
+			rows = append(rows, row)
+		}
+	}
+	return rows, nil
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// quoteTable quotes "schema.table" as "schema"."table".
+func quoteTable(t string) string {
+	schema, name, ok := strings.Cut(t, ".")
+	if !ok {
+		return quoteIdent(t)
+	}
+	return quoteIdent(schema) + "." + quoteIdent(name)
+}
+
+func literalArray(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = quoteLiteral(s)
+	}
+	return "ARRAY[" + strings.Join(q, ",") + "]::text[]"
+}
+
+// ensurePublication checks that the publication holds every table, creating
+// it for them when it does not exist. It reports whether it created it.
+func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) (created bool, err error) {
+	rows, err := query(ctx, conn, "SELECT 1 FROM pg_publication WHERE pubname = "+quoteLiteral(pub))
+	if err != nil {
+		return false, fmt.Errorf("look up publication %q: %w", pub, err)
+	}
+	if len(rows) > 0 {
+		rows, err = query(ctx, conn, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = "+quoteLiteral(pub))
+		if err != nil {
+			return false, fmt.Errorf("list tables of publication %q: %w", pub, err)
+		}
+		have := make(map[string]bool, len(rows))
+		for _, r := range rows {
+			have[r[0]] = true
+		}
+		var missing []string
+		for _, t := range tables {
+			if !have[t] {
+				missing = append(missing, t)
+			}
+		}
+		if len(missing) > 0 {
+			return false, &PublicationError{Publication: pub, Missing: missing}
+		}
+		return false, nil
+	}
+	if len(tables) == 0 {
+		return false, configError("publication %q does not exist and the rules name no table to create it for", pub)
+	}
+	rows, err = query(ctx, conn, `SELECT n.nspname || '.' || c.relname FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(`+literalArray(tables)+`)`)
+	if err != nil {
+		return false, fmt.Errorf("look up rule tables: %w", err)
+	}
+	var missing []string
+	for _, t := range tables {
+		if !slices.ContainsFunc(rows, func(r []string) bool { return r[0] == t }) {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return false, configError("rule tables do not exist: %s", strings.Join(missing, ", "))
+	}
+	q := make([]string, len(tables))
+	for i, t := range tables {
+		q[i] = quoteTable(t)
+	}
+	if _, err := query(ctx, conn, "CREATE PUBLICATION "+quoteIdent(pub)+" FOR TABLE "+strings.Join(q, ", ")); err != nil {
+		if sqlstate(err) == "42501" {
+			return false, configError("publication %q does not exist and this role may not create it (%v): have a DBA run migrations/004_publication.sql", pub, err)
+		}
+		return false, fmt.Errorf("create publication %q: %w", pub, err)
+	}
+	return true, nil
+}
+
+// slotState is what pg_replication_slots says about our slot.
+type slotState struct {
+	confirmed pglogrepl.LSN
+	walStatus string
+	created   bool
+}
+
+// ensureSlot returns the slot's confirmed position, creating a pgoutput slot
+// when none exists.
+func ensureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotState, error) {
+	rows, err := query(ctx, conn, `SELECT plugin, slot_type, coalesce(database, ''), coalesce(confirmed_flush_lsn::text, ''),
+		coalesce(wal_status, ''), current_database() FROM pg_replication_slots WHERE slot_name = `+quoteLiteral(slot))
+	if err != nil {
+		return slotState{}, fmt.Errorf("look up slot %q: %w", slot, err)
+	}
+	if len(rows) == 0 {
+		res, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		if err != nil {
+			if sqlstate(err) == sqlstateObjectNotInState || sqlstate(err) == sqlstateInvalidName {
+				return slotState{}, configError("create slot %q: %v", slot, err)
+			}
+			return slotState{}, fmt.Errorf("create slot %q: %w", slot, err)
+		}
+		lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+		if err != nil {
+			return slotState{}, fmt.Errorf("create slot %q: consistent point %q: %w", slot, res.ConsistentPoint, err)
+		}
+		return slotState{confirmed: lsn, created: true}, nil
+	}
+	r := rows[0]
+	switch {
+	case r[1] != "logical":
+		return slotState{}, configError("slot %q is a %s slot, not a logical one", slot, r[1])
+	case r[0] != "pgoutput":
+		return slotState{}, configError("slot %q uses output plugin %q, not pgoutput", slot, r[0])
+	case r[2] != r[5]:
+		return slotState{}, configError("slot %q belongs to database %q, not %q", slot, r[2], r[5])
+	}
+	lsn, err := pglogrepl.ParseLSN(r[3])
+	if err != nil {
+		return slotState{}, fmt.Errorf("slot %q: confirmed_flush_lsn %q: %w", slot, r[3], err)
+	}
+	return slotState{confirmed: lsn, walStatus: r[4]}, nil
+}
+
+// primaryKeys reads the primary key columns of tables, in key order.
+func primaryKeys(ctx context.Context, conn *pgconn.PgConn, tables []string) (map[string][]string, error) {
+	pk := make(map[string][]string)
+	if len(tables) == 0 {
+		return pk, nil
+	}
+	rows, err := query(ctx, conn, `SELECT n.nspname || '.' || c.relname, a.attname
+		FROM pg_index i
+		JOIN pg_class c ON c.oid = i.indrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+		WHERE i.indisprimary AND n.nspname || '.' || c.relname = ANY(`+literalArray(tables)+`)
+		ORDER BY 1, k.ord`)
+	if err != nil {
+		return nil, fmt.Errorf("read primary keys: %w", err)
+	}
+	for _, r := range rows {
+		pk[r[0]] = append(pk[r[0]], r[1])
+	}
+	return pk, nil
+}

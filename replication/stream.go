@@ -1,0 +1,577 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is what a Stream needs. DatabaseURL, Slot, Publication, Begin and
+// Apply are required.
+type Config struct {
+	// DatabaseURL is a libpq URL or DSN; replication=database is added.
+	DatabaseURL string
+	Slot        string
+	Publication string
+
+	// Tables returns the schema-qualified tables the publication must hold.
+	// It is called at the start of every session.
+	Tables func() []string
+
+	// Begin is called for every transaction the stream opens; the Tx it
+	// returns receives the transaction's changes and travels with it to Apply.
+	Begin func(Begin) Tx
+
+	// Apply applies a batch of consecutive committed transactions, in commit
+	// order. It runs in its own goroutine and may block as long as it needs:
+	// the stream keeps the connection alive meanwhile. It must return nil only
+	// once every transaction of the batch is applied; an error (only when ctx
+	// is done) leaves the batch unacknowledged.
+	Apply func(ctx context.Context, batch []Committed) error
+
+	// StatusInterval bounds the time between two standby status updates.
+	// Default 10s.
+	StatusInterval time.Duration
+	// FeedbackDelay is how soon an applied transaction is confirmed to the
+	// server when nothing else prompts a status update. Default 1s.
+	FeedbackDelay time.Duration
+	// QueueSize is how many committed transactions may wait for Apply.
+	// Default 1024.
+	QueueSize int
+	// MaxBatch caps the transactions handed to one Apply call. Default 256.
+	MaxBatch int
+	// ShutdownTimeout bounds how long a cancelled Run waits for the batch in
+	// hand to be applied before it sends the final status update. Default 5s.
+	ShutdownTimeout time.Duration
+	// MaxBackoff caps the delay between reconnection attempts. Default 30s.
+	MaxBackoff time.Duration
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Stream consumes one logical replication slot. Create it with New and run it
+// with Run; Ready and Status may be called from any goroutine.
+type Stream struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	queue   chan Committed
+	acked   atomic.Uint64 // end LSN of the last applied transaction, or a keepalive position
+	pending atomic.Int64  // transactions queued or being applied
+
+	// conn is the live replication connection, for the applier to wake the
+	// receive loop after an acknowledgement.
+	conn      atomic.Pointer[pgconn.PgConn]
+	streaming atomic.Bool
+	reason    atomic.Pointer[string]
+
+	stopApply chan struct{}
+	applyDone chan struct{}
+	stopOnce  sync.Once
+}
+
+// New validates cfg and returns a Stream.
+func New(cfg Config) (*Stream, error) {
+	switch {
+	case cfg.DatabaseURL == "":
+		return nil, errors.New("replication: no database URL")
+	case cfg.Slot == "" || cfg.Publication == "":
+		return nil, errors.New("replication: slot and publication are required")
+	case cfg.Begin == nil || cfg.Apply == nil:
+		return nil, errors.New("replication: Begin and Apply are required")
+	}
+	if _, err := pgconn.ParseConfig(cfg.DatabaseURL); err != nil {
+		return nil, fmt.Errorf("replication: database URL: %w", err)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.StatusInterval, 10*time.Second)
+	def(&cfg.FeedbackDelay, time.Second)
+	def(&cfg.ShutdownTimeout, 5*time.Second)
+	def(&cfg.MaxBackoff, 30*time.Second)
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 1024
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.Tables == nil {
+		cfg.Tables = func() []string { return nil }
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Stream{
+		cfg:       cfg,
+		log:       log,
+		m:         newMetrics(cfg.Registerer),
+		queue:     make(chan Committed, cfg.QueueSize),
+		stopApply: make(chan struct{}),
+		applyDone: make(chan struct{}),
+	}
+	s.setReason("starting")
+	return s, nil
+}
+
+// Ready reports whether the stream is consuming the slot, and why not.
+func (s *Stream) Ready() (bool, string) {
+	if s.streaming.Load() {
+		return true, "streaming"
+	}
+	return false, *s.reason.Load()
+}
+
+func (s *Stream) setReason(r string) { s.reason.Store(&r) }
+
+// Acked returns the position confirmed to the server at the next status update.
+func (s *Stream) Acked() pglogrepl.LSN { return pglogrepl.LSN(s.acked.Load()) }
+
+// Run consumes the slot until ctx is done or a configuration error stops it.
+// On cancellation it lets the batch being applied finish (up to
+// ShutdownTimeout), confirms it to the server and returns nil.
+func (s *Stream) Run(ctx context.Context) error {
+	applyCtx, cancelApply := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelApply()
+	go s.applyLoop(applyCtx)
+	stopAfter := context.AfterFunc(ctx, func() {
+		time.AfterFunc(s.cfg.ShutdownTimeout, cancelApply)
+	})
+	defer stopAfter()
+
+	backoff := newBackoff(500*time.Millisecond, s.cfg.MaxBackoff)
+	var lastInUseLog time.Time
+	for {
+		err := s.session(ctx)
+		s.streaming.Store(false)
+		if ctx.Err() != nil {
+			s.drainApplier()
+			return nil
+		}
+		if !IsRetryable(err) {
+			s.setReason(err.Error())
+			s.drainApplier()
+			return err
+		}
+		delay := backoff.next()
+		s.m.reconnects.Inc()
+		if IsSlotInUse(err) {
+			s.setReason("standby: slot " + s.cfg.Slot + " is held by another consumer")
+			// Expected while another instance is active: say so once a minute.
+			if time.Since(lastInUseLog) >= time.Minute {
+				s.log.Warn("slot is in use by another consumer; waiting", "slot", s.cfg.Slot, "err", err)
+				lastInUseLog = time.Now()
+			}
+		} else {
+			s.setReason(err.Error())
+			s.log.Error("replication session failed; reconnecting", "err", err, "retry_in", delay)
+		}
+		if errors.Is(err, errSessionHealthy) {
+			backoff.reset()
+		}
+		select {
+		case <-ctx.Done():
+			s.drainApplier()
+			return nil
+		case <-time.After(delay):
+		}
+	}
+}
+
+// errSessionHealthy wraps the error of a session that streamed for a while,
+// so the next attempt starts with a short delay.
+var errSessionHealthy = errors.New("session had been streaming")
+
+// drainApplier stops the applier after the batch in hand and waits for it.
+func (s *Stream) drainApplier() {
+	s.stopOnce.Do(func() { close(s.stopApply) })
+	<-s.applyDone
+}
+
+func (s *Stream) applyLoop(ctx context.Context) {
+	defer close(s.applyDone)
+	batch := make([]Committed, 0, s.cfg.MaxBatch)
+	for {
+		select {
+		case <-s.stopApply:
+			return
+		default:
+		}
+		select {
+		case <-s.stopApply:
+			return
+		case c := <-s.queue:
+			batch = append(batch[:0], c)
+		}
+	fill:
+		for len(batch) < s.cfg.MaxBatch {
+			select {
+			case c := <-s.queue:
+				batch = append(batch, c)
+			default:
+				break fill
+			}
+		}
+		if err := s.cfg.Apply(ctx, batch); err != nil {
+			s.log.Warn("batch not applied; it stays unacknowledged", "err", err, "transactions", len(batch))
+			return
+		}
+		s.ack(batch[len(batch)-1].EndLSN)
+		s.pending.Add(-int64(len(batch)))
+		clear(batch)
+		s.wake()
+	}
+}
+
+// ack moves the applied position forward (never back).
+func (s *Stream) ack(lsn pglogrepl.LSN) {
+	for {
+		cur := s.acked.Load()
+		if uint64(lsn) <= cur || s.acked.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// wake interrupts the receive loop's wait so it reconsiders sending a status
+// update. A read deadline in the past makes the blocked read time out, which
+// leaves the connection usable.
+func (s *Stream) wake() {
+	if c := s.conn.Load(); c != nil {
+		_ = c.Conn().SetReadDeadline(time.Now())
+	}
+}
+
+func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(s.cfg.DatabaseURL)
+	if err != nil {
+		return nil, configError("database URL: %v", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = "cdcd"
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", cfg.Host, err)
+	}
+	return conn, nil
+}
+
+// session runs one connection: set-up checks, then the receive loop.
+func (s *Stream) session(ctx context.Context) (err error) {
+	s.setReason("connecting")
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+
+	tables := s.cfg.Tables()
+	created, err := ensurePublication(ctx, conn, s.cfg.Publication, tables)
+	if err != nil {
+		return err
+	}
+	if created {
+		s.log.Info("created publication", "publication", s.cfg.Publication, "tables", tables)
+	}
+	slot, err := ensureSlot(ctx, conn, s.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if slot.created {
+		s.log.Info("created replication slot", "slot", s.cfg.Slot, "lsn", slot.confirmed.String())
+	}
+	pks, err := primaryKeys(ctx, conn, tables)
+	if err != nil {
+		return err
+	}
+	s.ack(slot.confirmed)
+
+	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names " + quoteLiteral(quoteIdent(s.cfg.Publication)),
+		},
+	})
+	if err != nil {
+		if sqlstate(err) == sqlstateObjectNotInState {
+			return configError("start replication on slot %q: %v", s.cfg.Slot, err)
+		}
+		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)
+	}
+	s.log.Info("streaming", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "lsn", s.Acked().String())
+	s.streaming.Store(true)
+	s.setReason("streaming")
+	s.conn.Store(conn)
+	defer s.conn.Store(nil)
+	stopWake := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
+	defer stopWake()
+
+	started := time.Now()
+	rl := receiver{s: s, conn: conn, dec: newDecoder(pks)}
+	err = rl.loop(ctx)
+	if ctx.Err() != nil {
+		// Shutdown: let the applier finish what it holds, then confirm it.
+		s.drainApplier()
+		if serr := rl.sendStatus(false); serr != nil {
+			s.log.Warn("final status update failed", "err", serr)
+		} else {
+			s.log.Info("confirmed position at shutdown", "lsn", s.Acked().String())
+		}
+		return nil
+	}
+	if time.Since(started) > time.Minute {
+		err = fmt.Errorf("%w: %w", errSessionHealthy, err)
+	}
+	return err
+}
+
+// receiver is the state of one session's receive loop. Only the goroutine
+// that runs loop touches it.
+type receiver struct {
+	s    *Stream
+	conn *pgconn.PgConn
+	dec  *decoder
+
+	tx          Tx
+	inTx        bool
+	begin       Begin
+	serverEnd   pglogrepl.LSN
+	received    pglogrepl.LSN
+	lastSent    time.Time
+	sentFlush   pglogrepl.LSN
+	nextStatus  time.Time
+	deadlineSet time.Time
+}
+
+func (r *receiver) loop(ctx context.Context) error {
+	s := r.s
+	if err := r.sendStatus(false); err != nil {
+		return err
+	}
+	for {
+		now := time.Now()
+		if !now.Before(r.nextStatus) {
+			// Periodic update. When nothing is in flight, ask for a
+			// keepalive: its position lets an idle slot move forward.
+			if err := r.sendStatus(r.idle()); err != nil {
+				return err
+			}
+		} else if s.Acked() > r.sentFlush && now.Sub(r.lastSent) >= s.cfg.FeedbackDelay {
+			if err := r.sendStatus(false); err != nil {
+				return err
+			}
+		}
+		r.setDeadline()
+
+		msg, err := r.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				r.deadlineSet = time.Time{}
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := r.handleCopyData(ctx, m.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return errors.New("replication stream: server ended the copy")
+		default:
+			// NoticeResponse, ParameterStatus: nothing to do.
+		}
+	}
+}
+
+// setDeadline arms the read deadline for the next status update, or sooner
+// when an acknowledgement is waiting to be reported.
+func (r *receiver) setDeadline() {
+	d := r.nextStatus
+	if r.s.Acked() > r.sentFlush {
+		if fd := r.lastSent.Add(r.s.cfg.FeedbackDelay); fd.Before(d) {
+			d = fd
+		}
+	}
+	if d.Equal(r.deadlineSet) {
+		return
+	}
+	_ = r.conn.Conn().SetReadDeadline(d)
+	r.deadlineSet = d
+	// An acknowledgement that landed just before the deadline was armed
+	// would otherwise wait for the periodic update.
+	if r.s.Acked() > r.sentFlush && d.Equal(r.nextStatus) {
+		r.deadlineSet = time.Time{}
+		_ = r.conn.Conn().SetReadDeadline(time.Now())
+	}
+}
+
+// idle reports whether nothing received is unapplied: then a keepalive's
+// position may be confirmed.
+func (r *receiver) idle() bool { return !r.inTx && r.s.pending.Load() == 0 }
+
+func (r *receiver) sendStatus(replyRequested bool) error {
+	flush := r.s.Acked()
+	if flush == 0 {
+		return errors.New("refusing to send a zero flush position")
+	}
+	write := max(r.received, flush)
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), r.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: write,
+		WALFlushPosition: flush,
+		WALApplyPosition: flush,
+		ReplyRequested:   replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("send status update: %w", err)
+	}
+	now := time.Now()
+	r.lastSent = now
+	r.sentFlush = flush
+	r.nextStatus = now.Add(r.s.cfg.StatusInterval)
+	r.s.m.confirmedLSN.Set(float64(flush))
+	r.s.m.observeLag(r.serverEnd, flush)
+	return nil
+}
+
+func (r *receiver) handleCopyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return fmt.Errorf("%w: empty CopyData", ErrMalformed)
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("%w: keepalive: %v", ErrMalformed, err)
+		}
+		r.serverEnd = max(r.serverEnd, ka.ServerWALEnd)
+		if r.idle() {
+			r.s.ack(ka.ServerWALEnd)
+		}
+		r.s.m.observeLag(r.serverEnd, r.s.Acked())
+		if ka.ReplyRequested {
+			return r.sendStatus(false)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("%w: XLogData: %v", ErrMalformed, err)
+		}
+		r.serverEnd = max(r.serverEnd, xld.ServerWALEnd)
+		r.received = max(r.received, xld.WALStart)
+		return r.handleMessage(ctx, xld.WALData)
+	}
+	return nil
+}
+
+func (r *receiver) handleMessage(ctx context.Context, msg []byte) error {
+	ev, err := r.dec.decode(msg)
+	if err != nil {
+		return err
+	}
+	switch {
+	case ev.begin != nil:
+		if r.inTx {
+			return fmt.Errorf("%w: Begin of xid %d inside xid %d", ErrMalformed, ev.begin.Xid, r.begin.Xid)
+		}
+		r.inTx = true
+		r.begin = *ev.begin
+		r.tx = r.s.cfg.Begin(r.begin)
+	case ev.commit != nil:
+		if !r.inTx {
+			return fmt.Errorf("%w: Commit outside a transaction", ErrMalformed)
+		}
+		c := Committed{Commit: *ev.commit, Tx: r.tx}
+		c.Xid = r.begin.Xid
+		r.tx, r.inTx = nil, false
+		return r.deliver(ctx, c)
+	case ev.change != nil:
+		if !r.inTx {
+			return fmt.Errorf("%w: change outside a transaction", ErrMalformed)
+		}
+		r.s.m.countChange(ev.change)
+		r.tx.Add(ev.change)
+	case ev.truncate != nil:
+		if !r.inTx {
+			return fmt.Errorf("%w: truncate outside a transaction", ErrMalformed)
+		}
+		for _, c := range ev.truncate {
+			r.s.m.countChange(c)
+			r.tx.Add(c)
+		}
+	case ev.relation != nil:
+		r.s.m.attach(ev.relation)
+	}
+	return nil
+}
+
+// deliver queues a committed transaction for the applier. While the queue
+// is full it keeps the connection alive with status updates.
+func (r *receiver) deliver(ctx context.Context, c Committed) error {
+	r.s.pending.Add(1)
+	select {
+	case r.s.queue <- c:
+		return nil
+	default:
+	}
+	t := time.NewTicker(r.s.cfg.FeedbackDelay)
+	defer t.Stop()
+	for {
+		select {
+		case r.s.queue <- c:
+			return nil
+		case <-ctx.Done():
+			r.s.pending.Add(-1)
+			return ctx.Err()
+		case <-t.C:
+			if err := r.sendStatus(false); err != nil {
+				r.s.pending.Add(-1)
+				return err
+			}
+		}
+	}
+}
+
+// backoff is capped exponential backoff with jitter.
+type backoff struct {
+	base, max, cur time.Duration
+}
+
+func newBackoff(base, max time.Duration) *backoff { return &backoff{base: base, max: max} }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.base
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	// Full jitter over the upper half keeps instances from retrying in step.
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
