@@ -1,0 +1,441 @@
+package rules
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/cdcd/cdcd/replication"
+	"github.com/jackc/pglogrepl"
+)
+
+// Reasons a section is invalidated by pattern rather than by exact keys.
+// They label cdcd_pattern_invalidations_total.
+const (
+	ReasonTruncate      = "truncate"        // a truncate names no rows
+	ReasonOldRowUnknown = "old_row_unknown" // UPDATE/DELETE without the old value (replica identity)
+	ReasonValueUnknown  = "value_unknown"   // unchanged TOAST value with no old row to read it from
+	ReasonMissingColumn = "missing_column"  // the relation has no such column
+)
+
+// Row sources of an exact key.
+const (
+	FromNew     = "new"
+	FromOld     = "old"
+	FromLiteral = "literal"
+)
+
+// Key is one exact key to delete.
+type Key struct {
+	Key     string
+	Section string
+	Rule    string // the rule or invariant that produced it first
+	From    string // FromNew, FromOld or FromLiteral (or "old+new")
+}
+
+// Pattern is a section's key pattern to delete with SCAN + UNLINK.
+type Pattern struct {
+	Pattern string
+	Section string
+	Rule    string
+	Reason  string
+}
+
+// Revision is a revision key set to the commit LSN. With IsPattern, Key is a
+// SCAN pattern and every existing key matching it is set.
+type Revision struct {
+	Key       string
+	Section   string
+	IsPattern bool
+}
+
+// Message is one channel message.
+type Message struct {
+	Channel string
+	Section string
+	Payload []byte
+}
+
+// ColumnValue is a column's text value; Null marks SQL NULL.
+type ColumnValue struct {
+	Column string  `json:"column"`
+	Value  *string `json:"value"`
+}
+
+// ColumnChange is a column's value before and after an update.
+type ColumnChange struct {
+	Column string  `json:"column"`
+	Old    *string `json:"old"`
+	New    *string `json:"new"`
+}
+
+// Violation is a broken invariant.
+type Violation struct {
+	Invariant  string         `json:"invariant"`
+	Severity   string         `json:"severity"`
+	Message    string         `json:"message"`
+	Table      string         `json:"table"`
+	PrimaryKey []ColumnValue  `json:"primary_key"`
+	Changed    []ColumnChange `json:"changed"`
+	Required   []ColumnChange `json:"required"`
+	LSN        string         `json:"lsn"`
+	Xid        uint32         `json:"xid"`
+	CommitTime time.Time      `json:"commit_time"`
+}
+
+// Plan is what one committed transaction requires of the sinks.
+type Plan struct {
+	Xid        uint32
+	CommitLSN  pglogrepl.LSN
+	EndLSN     pglogrepl.LSN
+	CommitTime time.Time
+	Changes    int
+
+	Keys       []Key
+	Patterns   []Pattern
+	Revisions  []Revision
+	Messages   []Message
+	Violations []Violation
+}
+
+// Empty reports whether the plan asks nothing of any sink.
+func (p *Plan) Empty() bool {
+	return len(p.Keys) == 0 && len(p.Patterns) == 0 && len(p.Revisions) == 0 &&
+		len(p.Messages) == 0 && len(p.Violations) == 0
+}
+
+// Builder accumulates one transaction's plan as its changes arrive. It keeps
+// keys, not rows. It implements replication.Tx. Not safe for concurrent use.
+type Builder struct {
+	rules *Rules
+	xid   uint32
+
+	lastRel  *replication.Relation
+	lastBind *binding
+
+	keyIndex   map[string]struct{}
+	keys       []Key
+	patterns   map[string]int // section+pattern -> index in pats
+	pats       []Pattern
+	revIndex   map[string]struct{}
+	revs       []Revision
+	touched    []*section // sections invalidated, in first-touch order
+	touchedSet map[*section]struct{}
+	violations []Violation
+	changes    int
+
+	buf  []byte
+	vals [][]byte
+}
+
+var _ replication.Tx = (*Builder)(nil)
+
+// Begin starts the plan of a transaction under these rules. All of the
+// transaction is evaluated under the rules it began with.
+func (rs *Rules) Begin(b replication.Begin) *Builder {
+	return &Builder{rules: rs, xid: b.Xid}
+}
+
+// Add evaluates one change.
+func (b *Builder) Add(c *replication.Change) {
+	b.changes++
+	bind := b.lastBind
+	if c.Rel != b.lastRel {
+		bind = b.rules.bind(c.Rel)
+		b.lastRel, b.lastBind = c.Rel, bind
+	}
+	if len(bind.rules) == 0 && len(bind.invariants) == 0 {
+		return
+	}
+	for i := range bind.rules {
+		r := &bind.rules[i]
+		if !r.ops[c.Op] || !r.matches(c) {
+			continue
+		}
+		for _, s := range r.sections {
+			b.invalidate(s, r.name, c, bind)
+		}
+	}
+	if c.Op == replication.OpUpdate {
+		for i := range bind.invariants {
+			b.check(&bind.invariants[i], c, bind)
+		}
+	}
+}
+
+// matches applies the column filter: an UPDATE matches when a listed column
+// changed, or when that cannot be told (no old row) — when in doubt,
+// invalidate.
+func (r *boundRule) matches(c *replication.Change) bool {
+	if c.Op != replication.OpUpdate || len(r.columns) == 0 {
+		return true
+	}
+	for _, i := range r.columns {
+		if i < 0 {
+			return true
+		}
+		if changed, known := c.Changed(i); changed || !known {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Builder) touch(s *section) {
+	if b.touchedSet == nil {
+		b.touchedSet = make(map[*section]struct{})
+	}
+	if _, ok := b.touchedSet[s]; !ok {
+		b.touchedSet[s] = struct{}{}
+		b.touched = append(b.touched, s)
+	}
+}
+
+func (b *Builder) invalidate(s *section, by string, c *replication.Change, bind *binding) {
+	b.touch(s)
+	for _, t := range s.keys {
+		b.resolve(t, bind.templates[t], s, by, c, false)
+	}
+	if s.revision != nil {
+		b.resolve(s.revision, bind.templates[s.revision], s, by, c, true)
+	}
+}
+
+// resolve turns one template into exact keys from the rows the change
+// carries, or into the template's pattern when a value is unknown.
+func (b *Builder) resolve(t *Template, cols []int, s *section, by string, c *replication.Change, revision bool) {
+	if t.IsLiteral() {
+		b.add(t.Literal(), s, by, FromLiteral, revision)
+		return
+	}
+	for _, i := range cols {
+		if i < 0 {
+			b.pattern(t, s, by, ReasonMissingColumn, revision)
+			return
+		}
+	}
+	if c.Op == replication.OpTruncate {
+		b.pattern(t, s, by, ReasonTruncate, revision)
+		return
+	}
+	useNew := c.Op == replication.OpInsert || c.Op == replication.OpUpdate
+	useOld := c.Op == replication.OpDelete || c.Op == replication.OpUpdate
+	var newKey string
+	if useNew {
+		key, ok := b.render(t, cols, c.NewValue)
+		if !ok {
+			b.pattern(t, s, by, ReasonValueUnknown, revision)
+			return
+		}
+		newKey = key
+		b.add(key, s, by, FromNew, revision)
+	}
+	if useOld {
+		if useNew && b.unchanged(cols, c) {
+			return // the old key is the new key
+		}
+		key, ok := b.render(t, cols, c.OldValue)
+		if !ok {
+			b.pattern(t, s, by, ReasonOldRowUnknown, revision)
+			return
+		}
+		if key != newKey {
+			b.add(key, s, by, FromOld, revision)
+		}
+	}
+}
+
+// unchanged reports whether every column is known not to have changed.
+func (b *Builder) unchanged(cols []int, c *replication.Change) bool {
+	for _, i := range cols {
+		if changed, known := c.Changed(i); changed || !known {
+			return false
+		}
+	}
+	return true
+}
+
+// render renders t with values from get, into a fresh string.
+func (b *Builder) render(t *Template, cols []int, get func(int) (replication.Value, bool)) (string, bool) {
+	b.vals = b.vals[:0]
+	for _, i := range cols {
+		v, ok := get(i)
+		if !ok {
+			return "", false
+		}
+		// NULL renders as the empty string.
+		b.vals = append(b.vals, v.Data)
+	}
+	b.buf = t.Render(b.buf[:0], b.vals)
+	return string(b.buf), true
+}
+
+func (b *Builder) add(key string, s *section, by, from string, revision bool) {
+	if revision {
+		if b.revIndex == nil {
+			b.revIndex = make(map[string]struct{})
+		}
+		if _, ok := b.revIndex[key]; !ok {
+			b.revIndex[key] = struct{}{}
+			b.revs = append(b.revs, Revision{Key: key, Section: s.name})
+		}
+		return
+	}
+	if b.keyIndex == nil {
+		b.keyIndex = make(map[string]struct{})
+	}
+	if _, ok := b.keyIndex[key]; ok {
+		return
+	}
+	b.keyIndex[key] = struct{}{}
+	b.keys = append(b.keys, Key{Key: key, Section: s.name, Rule: by, From: from})
+}
+
+func (b *Builder) pattern(t *Template, s *section, by, reason string, revision bool) {
+	p := t.Pattern()
+	if revision {
+		if b.revIndex == nil {
+			b.revIndex = make(map[string]struct{})
+		}
+		if _, ok := b.revIndex["\x00"+p]; !ok {
+			b.revIndex["\x00"+p] = struct{}{}
+			b.revs = append(b.revs, Revision{Key: p, Section: s.name, IsPattern: true})
+		}
+		return
+	}
+	if b.patterns == nil {
+		b.patterns = make(map[string]int)
+	}
+	id := s.name + "\x00" + p
+	if _, ok := b.patterns[id]; ok {
+		return
+	}
+	b.patterns[id] = len(b.pats)
+	b.pats = append(b.pats, Pattern{Pattern: p, Section: s.name, Rule: by, Reason: reason})
+}
+
+// check evaluates an invariant on an UPDATE. A violation is a change to a
+// when_changed column with no change to any require_changed column. Without
+// the old row the invariant cannot be checked (start-up reports that).
+func (b *Builder) check(inv *boundInvariant, c *replication.Change, bind *binding) {
+	var changed []ColumnChange
+	for k, i := range inv.when {
+		if i < 0 {
+			continue
+		}
+		ch, known := c.Changed(i)
+		if !known {
+			return
+		}
+		if ch {
+			changed = append(changed, columnChange(inv.whenChanged[k], c, i))
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	required := make([]ColumnChange, 0, len(inv.require))
+	for k, i := range inv.require {
+		if i < 0 {
+			continue
+		}
+		ch, known := c.Changed(i)
+		if !known || ch {
+			return
+		}
+		required = append(required, columnChange(inv.requireChanged[k], c, i))
+	}
+	b.violations = append(b.violations, Violation{
+		Invariant:  inv.name,
+		Severity:   inv.severity,
+		Message:    inv.message,
+		Table:      c.Rel.Table(),
+		PrimaryKey: primaryKey(c),
+		Changed:    changed,
+		Required:   required,
+		Xid:        b.xid,
+	})
+	for _, s := range inv.sections {
+		b.invalidate(s, inv.name, c, bind)
+	}
+}
+
+func text(v replication.Value, ok bool) *string {
+	if !ok || v.Kind == replication.Null {
+		return nil
+	}
+	s := string(v.Data)
+	return &s
+}
+
+func columnChange(name string, c *replication.Change, i int) ColumnChange {
+	return ColumnChange{Column: name, Old: text(c.OldValue(i)), New: text(c.NewValue(i))}
+}
+
+// primaryKey returns the row's primary key, or its identity columns when the
+// catalog gave no primary key.
+func primaryKey(c *replication.Change) []ColumnValue {
+	idx := c.Rel.PrimaryKey
+	if idx == nil && c.Rel.ReplicaIdentity != replication.IdentityFull {
+		for i, col := range c.Rel.Columns {
+			if col.Identity {
+				idx = append(idx, i)
+			}
+		}
+	}
+	out := make([]ColumnValue, 0, len(idx))
+	for _, i := range idx {
+		v, ok := c.NewValue(i)
+		if !ok {
+			v, ok = c.OldValue(i)
+		}
+		out = append(out, ColumnValue{Column: c.Rel.Columns[i].Name, Value: text(v, ok)})
+	}
+	return out
+}
+
+type channelMessage struct {
+	Section    string   `json:"section"`
+	Keys       []string `json:"keys"`
+	Patterns   []string `json:"patterns,omitempty"`
+	LSN        string   `json:"lsn"`
+	CommitTime string   `json:"commit_time"`
+}
+
+// Plan finishes the transaction's plan. The Builder must not be used after.
+func (b *Builder) Plan(c replication.Commit) *Plan {
+	p := &Plan{
+		Xid:        b.xid,
+		CommitLSN:  c.CommitLSN,
+		EndLSN:     c.EndLSN,
+		CommitTime: c.CommitTime,
+		Changes:    b.changes,
+		Keys:       b.keys,
+		Patterns:   b.pats,
+		Revisions:  b.revs,
+		Violations: b.violations,
+	}
+	lsn := c.CommitLSN.String()
+	for i := range p.Violations {
+		p.Violations[i].LSN = lsn
+		p.Violations[i].CommitTime = c.CommitTime
+	}
+	for _, s := range b.touched {
+		if s.channel == "" {
+			continue
+		}
+		m := channelMessage{Section: s.name, Keys: []string{}, LSN: lsn, CommitTime: c.CommitTime.UTC().Format(time.RFC3339Nano)}
+		for _, k := range p.Keys {
+			if k.Section == s.name {
+				m.Keys = append(m.Keys, k.Key)
+			}
+		}
+		for _, pt := range p.Patterns {
+			if pt.Section == s.name {
+				m.Patterns = append(m.Patterns, pt.Pattern)
+			}
+		}
+		payload, _ := json.Marshal(m) // strings and slices of strings: cannot fail
+		p.Messages = append(p.Messages, Message{Channel: s.channel, Section: s.name, Payload: payload})
+	}
+	return p
+}
