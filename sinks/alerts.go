@@ -1,0 +1,108 @@
+package sinks
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	"github.com/cdcd/cdcd/rules"
+)
+
+// Alerts reports invariant violations: a log line at the invariant's
+// severity and cdcd_invariant_violations_total.
+type Alerts struct {
+	log *slog.Logger
+	m   *Metrics
+}
+
+// NewAlerts returns the alert sink.
+func NewAlerts(log *slog.Logger, m *Metrics) *Alerts {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Alerts{log: log, m: m}
+}
+
+// LevelCritical is the slog level of "critical" violations.
+const LevelCritical = slog.LevelError + 4
+
+func severityLevel(s string) slog.Level {
+	switch s {
+	case "info":
+		return slog.LevelInfo
+	case "error":
+		return slog.LevelError
+	case "critical":
+		return LevelCritical
+	}
+	return slog.LevelWarn
+}
+
+// maxLogValue is how much of one value a log line shows; the rest is elided
+// with its length (large coefficient arrays would otherwise flood the log).
+const maxLogValue = 256
+
+func abbreviate(v *string) any {
+	if v == nil {
+		return nil
+	}
+	if len(*v) <= maxLogValue {
+		return *v
+	}
+	cut := maxLogValue
+	for cut > 0 && (*v)[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
+		cut--
+	}
+	var b strings.Builder
+	b.WriteString((*v)[:cut])
+	b.WriteString("…(")
+	b.WriteString(itoa(len(*v)))
+	b.WriteString(" bytes)")
+	return b.String()
+}
+
+func itoa(n int) string {
+	var buf [20]byte
+	i := len(buf)
+	for {
+		i--
+		buf[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(buf[i:])
+		}
+	}
+}
+
+// Report logs and counts every violation of the plans.
+func (a *Alerts) Report(ctx context.Context, plans []*rules.Plan) {
+	for _, p := range plans {
+		for i := range p.Violations {
+			v := &p.Violations[i]
+			a.m.violations.WithLabelValues(v.Invariant, v.Table).Inc()
+			pk := make([]any, 0, len(v.PrimaryKey))
+			for _, c := range v.PrimaryKey {
+				pk = append(pk, slog.Any(c.Column, abbreviate(c.Value)))
+			}
+			changed := make([]any, 0, len(v.Changed))
+			for _, c := range v.Changed {
+				changed = append(changed, slog.Group(c.Column, "old", abbreviate(c.Old), "new", abbreviate(c.New)))
+			}
+			required := make([]any, 0, len(v.Required))
+			for _, c := range v.Required {
+				required = append(required, slog.Group(c.Column, "old", abbreviate(c.Old), "new", abbreviate(c.New)))
+			}
+			a.log.Log(ctx, severityLevel(v.Severity), "invariant violated: "+v.Message,
+				"invariant", v.Invariant,
+				"severity", v.Severity,
+				"table", v.Table,
+				slog.Group("primary_key", pk...),
+				slog.Group("changed", changed...),
+				slog.Group("unchanged", required...),
+				"lsn", v.LSN,
+				"xid", v.Xid,
+				"commit_time", v.CommitTime,
+			)
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package sinks
+
+import (
+	"context"
+	"time"
+
+	"github.com/cdcd/cdcd/rules"
+)
+
+// Applier applies plans to every sink, in commit order, and records what was
+// applied. It is the only writer of a pipeline's sinks.
+type Applier struct {
+	Redis  *Redis
+	Alerts *Alerts
+	m      *Metrics
+	now    func() time.Time
+}
+
+// NewApplier returns an Applier over the given sinks.
+func NewApplier(r *Redis, a *Alerts, m *Metrics) *Applier {
+	return &Applier{Redis: r, Alerts: a, m: m, now: time.Now}
+}
+
+// Apply applies the plans and returns nil once every sink has applied all of
+// them; only then may they be acknowledged. It returns an error only when
+// ctx is done.
+func (a *Applier) Apply(ctx context.Context, plans []*rules.Plan) error {
+	// Alerts first: a violation must reach the on-call engineer even while
+	// Redis is down. Reporting does not block.
+	a.Alerts.Report(ctx, plans)
+
+	work := plans[:0:0]
+	for _, p := range plans {
+		if len(p.Keys) > 0 || len(p.Patterns) > 0 || len(p.Revisions) > 0 || len(p.Messages) > 0 {
+			work = append(work, p)
+		}
+	}
+	if len(work) > 0 {
+		if err := a.Redis.Apply(ctx, work); err != nil {
+			return err
+		}
+		done := a.now()
+		a.m.batchSize.Observe(float64(len(work)))
+		for _, p := range work {
+			a.m.commitToInval.Observe(max(done.Sub(p.CommitTime).Seconds(), 0))
+			for _, k := range p.Keys {
+				a.m.keysDeleted.WithLabelValues(k.Section).Inc()
+			}
+			for _, pt := range p.Patterns {
+				a.m.patterns.WithLabelValues(pt.Section, pt.Reason).Inc()
+			}
+		}
+	}
+	a.m.transactions.Add(float64(len(plans)))
+	return nil
+}

@@ -1,0 +1,55 @@
+package sinks
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the sinks' Prometheus metrics.
+type Metrics struct {
+	sinkErrors    *prometheus.CounterVec
+	violations    *prometheus.CounterVec
+	keysDeleted   *prometheus.CounterVec
+	patterns      *prometheus.CounterVec
+	transactions  prometheus.Counter
+	commitToInval prometheus.Histogram
+	batchSize     prometheus.Histogram
+}
+
+// NewMetrics builds the sinks' metrics and registers them with reg (nil:
+// unregistered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		sinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcd_sink_errors_total",
+			Help: "Failed attempts to apply a plan, by sink. Each is retried.",
+		}, []string{"sink"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcd_invariant_violations_total",
+			Help: "Invariant violations seen in committed transactions.",
+		}, []string{"invariant", "table"}),
+		keysDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcd_keys_deleted_total",
+			Help: "Exact cache keys unlinked, by section (counted once per transaction, whether or not the key existed).",
+		}, []string{"section"}),
+		patterns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcd_pattern_invalidations_total",
+			Help: "Sections invalidated by key pattern (SCAN + UNLINK) instead of exact keys, by reason.",
+		}, []string{"section", "reason"}),
+		transactions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcd_transactions_total",
+			Help: "Committed transactions applied and acknowledged.",
+		}),
+		commitToInval: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cdcd_commit_to_invalidate_seconds",
+			Help:    "Time from a transaction's commit timestamp to Redis acknowledging its plan.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cdcd_apply_batch_transactions",
+			Help:    "Transactions applied in one Redis round trip.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.commitToInval, m.batchSize)
+	}
+	return m
+}

@@ -1,0 +1,224 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cdcd/cdcd/rules"
+	"github.com/redis/go-redis/v9"
+)
+
+// setRevision sets KEYS[1] to ARGV[1], a pg_lsn text, unless it already
+// holds a later LSN: a transaction re-sent after a restart must not move a
+// revision backwards. A value that is not an LSN (or not a string) is
+// overwritten.
+var setRevision = redis.NewScript(`
+local ok, cur = pcall(redis.call, 'GET', KEYS[1])
+if ok and cur then
+  local ch, cl = string.match(cur, '^(%x+)/(%x+)$')
+  if ch then
+    local nh, nl = string.match(ARGV[1], '^(%x+)/(%x+)$')
+    ch, cl, nh, nl = tonumber(ch, 16), tonumber(cl, 16), tonumber(nh, 16), tonumber(nl, 16)
+    if ch > nh or (ch == nh and cl >= nl) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+`)
+
+// RedisConfig configures the Redis sink.
+type RedisConfig struct {
+	// URL is a redis:// or rediss:// URL.
+	URL string
+	// UnlinkBatch is the most keys one UNLINK carries. Default 256.
+	UnlinkBatch int
+	// ScanCount is the COUNT hint of pattern scans. Default 1000.
+	ScanCount int64
+	// MinBackoff and MaxBackoff bound the delay between attempts of a plan
+	// that failed. Defaults 100ms and 5s.
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 *slog.Logger
+}
+
+// Redis applies plans to one Redis server. Safe for concurrent use, but
+// plans must be applied by one goroutine to keep commit order.
+type Redis struct {
+	cfg    RedisConfig
+	client *redis.Client
+	log    *slog.Logger
+	m      *Metrics
+}
+
+// NewRedis returns a Redis sink. It does not connect until used.
+func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
+	opt, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis URL: %w", err)
+	}
+	// The sink retries whole plans itself; the client's own retries would
+	// only hide how long an attempt took.
+	opt.MaxRetries = -1
+	if cfg.UnlinkBatch <= 0 {
+		cfg.UnlinkBatch = 256
+	}
+	if cfg.ScanCount <= 0 {
+		cfg.ScanCount = 1000
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Redis{cfg: cfg, client: redis.NewClient(opt), log: log, m: m}, nil
+}
+
+// Ping reports whether Redis answers.
+func (r *Redis) Ping(ctx context.Context) error { return r.client.Ping(ctx).Err() }
+
+// Close closes the client's connections.
+func (r *Redis) Close() error { return r.client.Close() }
+
+// Apply applies the plans in order and returns only when all of them are
+// applied, or with ctx's error. Every failure is retried with backoff: the
+// caller acknowledges nothing meanwhile. Deletes are idempotent and revisions
+// only move forward, so a repeated attempt is harmless.
+func (r *Redis) Apply(ctx context.Context, plans []*rules.Plan) error {
+	delay := r.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		err := r.apply(ctx, plans)
+		if err == nil {
+			if attempt > 1 {
+				r.log.Info("redis sink recovered", "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.m.sinkErrors.WithLabelValues("redis").Inc()
+		r.log.Error("apply plan to redis; retrying", "err", err, "attempt", attempt, "retry_in", delay,
+			"lsn", plans[len(plans)-1].CommitLSN.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, r.cfg.MaxBackoff)
+	}
+}
+
+func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
+	// Pattern invalidations first: each scans the keyspace.
+	seen := make(map[string]bool)
+	for _, p := range plans {
+		for _, pt := range p.Patterns {
+			if seen[pt.Pattern] {
+				continue
+			}
+			seen[pt.Pattern] = true
+			if err := r.unlinkMatching(ctx, pt.Pattern); err != nil {
+				return fmt.Errorf("invalidate pattern %q of section %s: %w", pt.Pattern, pt.Section, err)
+			}
+		}
+	}
+	pipe := r.client.Pipeline()
+	batch := make([]string, 0, r.cfg.UnlinkBatch)
+	flush := func() {
+		if len(batch) > 0 {
+			pipe.Unlink(ctx, batch...)
+			batch = make([]string, 0, r.cfg.UnlinkBatch)
+		}
+	}
+	unique := make(map[string]struct{})
+	for _, p := range plans {
+		for _, k := range p.Keys {
+			if _, dup := unique[k.Key]; dup {
+				continue
+			}
+			unique[k.Key] = struct{}{}
+			batch = append(batch, k.Key)
+			if len(batch) == r.cfg.UnlinkBatch {
+				flush()
+			}
+		}
+	}
+	flush()
+	for _, p := range plans {
+		lsn := p.CommitLSN.String()
+		for _, rev := range p.Revisions {
+			if !rev.IsPattern {
+				setRevision.Eval(ctx, pipe, []string{rev.Key}, lsn)
+				continue
+			}
+			keys, err := r.scan(ctx, rev.Key)
+			if err != nil {
+				return fmt.Errorf("scan revision keys %q: %w", rev.Key, err)
+			}
+			for _, k := range keys {
+				setRevision.Eval(ctx, pipe, []string{k}, lsn)
+			}
+		}
+		for _, m := range p.Messages {
+			pipe.Publish(ctx, m.Channel, m.Payload)
+		}
+	}
+	if pipe.Len() == 0 {
+		return nil
+	}
+	cmds, err := pipe.Exec(ctx)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		// Exec returns the first failed command's error; name it.
+		for _, c := range cmds {
+			if c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
+				return fmt.Errorf("%s: %w", c.Name(), c.Err())
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+func (r *Redis) scan(ctx context.Context, pattern string) ([]string, error) {
+	var out []string
+	var cursor uint64
+	for {
+		keys, next, err := r.client.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, keys...)
+		if next == 0 {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
+	var cursor uint64
+	for {
+		keys, next, err := r.client.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
+		if err != nil {
+			return err
+		}
+		for len(keys) > 0 {
+			n := min(len(keys), r.cfg.UnlinkBatch)
+			if err := r.client.Unlink(ctx, keys[:n]...).Err(); err != nil {
+				return err
+			}
+			keys = keys[n:]
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
