@@ -1,0 +1,142 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/kelseyhightower/envconfig"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is the daemon's configuration, read from CDCD_* environment
+// variables. The first block is the contract in design.md; the rest are
+// extensions documented in the README.
+type Config struct {
+	DatabaseURL string `envconfig:"DATABASE_URL"`
+	RedisURL    string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	RulesFile   string `envconfig:"RULES_FILE" default:"rules.json"`
+	Slot        string `envconfig:"SLOT" default:"cdcd"`
+	Publication string `envconfig:"PUBLICATION" default:"cdcd"`
+	HTTPAddr    string `envconfig:"HTTP_ADDR" default:":9380"`
+	LogLevel    string `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat   string `envconfig:"LOG_FORMAT" default:"json"`
+
+	StatusInterval  time.Duration `envconfig:"STATUS_INTERVAL" default:"10s"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
+	Instance        string        `envconfig:"INSTANCE"`
+}
+
+var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+// loadConfig reads the environment and validates every value before
+// anything connects. The error has one line per bad variable.
+func loadConfig() (*Config, error) {
+	var c Config
+	if err := envconfig.Process("cdcd", &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%s: %q is not a valid %s", pe.KeyName, pe.Value, describeType(pe.TypeName))
+		}
+		return nil, err
+	}
+	return &c, c.validate()
+}
+
+func describeType(t string) string {
+	if t == "time.Duration" || t == "Duration" {
+		return "duration (for example 10s, 1m)"
+	}
+	return t
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(variable, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("CDCD_%s: %s", variable, fmt.Sprintf(format, args...)))
+	}
+	if strings.TrimSpace(c.DatabaseURL) == "" {
+		bad("DATABASE_URL", "required: the libpq URL or DSN of the source database, e.g. postgres://cdcd@db:5432/app")
+	} else if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+		bad("DATABASE_URL", "not a valid libpq URL or DSN: %s", redact(err.Error(), c.DatabaseURL))
+	}
+	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		bad("REDIS_URL", "not a valid Redis URL (redis://[user:password@]host:port/db or rediss://…): %s", redact(err.Error(), c.RedisURL))
+	}
+	if strings.TrimSpace(c.RulesFile) == "" {
+		bad("RULES_FILE", "empty: the path of the rules file")
+	}
+	if !slotName.MatchString(c.Slot) {
+		bad("SLOT", "%q is not a valid slot name: 1 to 63 lower-case letters, digits and underscores", c.Slot)
+	}
+	if c.Publication == "" || len(c.Publication) > 63 {
+		bad("PUBLICATION", "%q is not a valid publication name: 1 to 63 characters", c.Publication)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("HTTP_ADDR", "%q is not host:port (for example :9380 or 127.0.0.1:9380)", c.HTTPAddr)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		bad("LOG_FORMAT", "%q is not one of json, text", c.LogFormat)
+	}
+	if c.StatusInterval < 100*time.Millisecond || c.StatusInterval > 10*time.Second {
+		bad("STATUS_INTERVAL", "%s is outside 100ms..10s", c.StatusInterval)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("SHUTDOWN_TIMEOUT", "%s must be positive", c.ShutdownTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+// redact replaces the password of connection string conn wherever it
+// appears in msg.
+func redact(msg, conn string) string {
+	for _, pw := range passwords(conn) {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	return msg
+}
+
+// passwords extracts the password from a URL or a key=value DSN.
+func passwords(conn string) []string {
+	var out []string
+	if u, err := url.Parse(conn); err == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			out = append(out, pw, url.QueryEscape(pw), url.PathEscape(pw))
+		}
+		if pw := u.Query().Get("password"); pw != "" {
+			out = append(out, pw)
+		}
+	}
+	if i := strings.Index(conn, "password="); i >= 0 {
+		rest := conn[i+len("password="):]
+		if strings.HasPrefix(rest, "'") {
+			if j := strings.Index(rest[1:], "'"); j >= 0 {
+				rest = rest[1 : j+1]
+			}
+		} else if j := strings.IndexAny(rest, " &"); j >= 0 {
+			rest = rest[:j]
+		}
+		if rest != "" {
+			out = append(out, rest)
+		}
+	}
+	// Longest first, so a password is not half-replaced by one of its parts.
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && len(out[j]) > len(out[j-1]); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}

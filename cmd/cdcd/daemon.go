@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cdcd/cdcd/replication"
+	"github.com/cdcd/cdcd/rules"
+	"github.com/cdcd/cdcd/sinks"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+)
+
+// daemon is a running cdcd: the replication stream feeding the sinks, the
+// rules they evaluate under, and the HTTP endpoints.
+type daemon struct {
+	cfg    *Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	rules  atomic.Pointer[rules.Rules]
+	stream *replication.Stream
+	redis  *sinks.Redis
+
+	reloads       *prometheus.CounterVec
+	rulesLoadedAt prometheus.Gauge
+}
+
+func runDaemon(ctx context.Context, stderr io.Writer) int {
+	cfg, err := loadConfig()
+	if err != nil {
+		// One line per bad variable, each naming it.
+		for _, line := range splitLines(err.Error()) {
+			fmt.Fprintln(stderr, "cdcd: "+line)
+		}
+		return exitUsage
+	}
+	log := newLogger(cfg, stderr)
+	rs, err := rules.Load(cfg.RulesFile)
+	if err != nil {
+		log.Error("cannot load the rules file", "file", cfg.RulesFile, "err", err)
+		return exitUsage
+	}
+	d, err := newDaemon(cfg, log, rs)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return exitUsage
+	}
+	if err := d.run(ctx); err != nil {
+		log.Error("stopped", "err", err)
+		return exitFailure
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) {
+	d := &daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	d.rules.Store(rs)
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cdcd_rules_reload_total",
+		Help: "Rules file reloads, by result (ok or error).",
+	}, []string{"result"})
+	d.rulesLoadedAt = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cdcd_rules_loaded_timestamp_seconds",
+		Help: "When the rules in use were loaded, as a Unix time.",
+	})
+	d.reg.MustRegister(d.reloads, d.rulesLoadedAt)
+	d.reloads.WithLabelValues("ok")
+	d.reloads.WithLabelValues("error")
+	d.rulesLoadedAt.SetToCurrentTime()
+
+	m := sinks.NewMetrics(d.reg)
+	redisSink, err := sinks.NewRedis(sinks.RedisConfig{URL: cfg.RedisURL, Logger: log}, m)
+	if err != nil {
+		return nil, err
+	}
+	d.redis = redisSink
+	applier := sinks.NewApplier(redisSink, sinks.NewAlerts(log, m), m)
+
+	d.stream, err = replication.New(replication.Config{
+		DatabaseURL: cfg.DatabaseURL,
+		Slot:        cfg.Slot,
+		Publication: cfg.Publication,
+		Tables:      func() []string { return d.rules.Load().Tables() },
+		Begin:       func(b replication.Begin) replication.Tx { return d.rules.Load().Begin(b) },
+		Apply: func(ctx context.Context, batch []replication.Committed) error {
+			return applier.Apply(ctx, plans(batch))
+		},
+		StatusInterval:  cfg.StatusInterval,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          log,
+		Registerer:      d.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// plans finishes the plan of each committed transaction. A transaction's
+// rules were fixed when it began, so a reload never splits one.
+func plans(batch []replication.Committed) []*rules.Plan {
+	out := make([]*rules.Plan, len(batch))
+	for i, c := range batch {
+		out[i] = c.Tx.(*rules.Builder).Plan(c.Commit)
+	}
+	return out
+}
+
+func (d *daemon) run(ctx context.Context) error {
+	defer d.redis.Close()
+	srv, err := d.listen()
+	if err != nil {
+		return err
+	}
+	d.log.Info("starting", "version", version(), "slot", d.cfg.Slot, "publication", d.cfg.Publication,
+		"rules", d.cfg.RulesFile, "tables", d.rules.Load().Tables(), "http", srv.Addr)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := d.stream.Run(gctx)
+		if err != nil {
+			return fmt.Errorf("replication: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return d.serve(gctx, srv) })
+	g.Go(func() error { d.reloadOnHangup(gctx); return nil })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// reloadOnHangup reloads the rules file on SIGHUP. A file that does not
+// load is rejected and the rules in use stay.
+func (d *daemon) reloadOnHangup(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			d.reload()
+		}
+	}
+}
+
+func (d *daemon) reload() {
+	start := time.Now()
+	rs, err := rules.Load(d.cfg.RulesFile)
+	if err != nil {
+		d.reloads.WithLabelValues("error").Inc()
+		d.log.Error("rules reload rejected; keeping the rules in use", "file", d.cfg.RulesFile, "err", err)
+		return
+	}
+	old := d.rules.Swap(rs)
+	d.reloads.WithLabelValues("ok").Inc()
+	d.rulesLoadedAt.SetToCurrentTime()
+	d.log.Info("rules reloaded", "file", d.cfg.RulesFile, "tables", rs.Tables(), "took", time.Since(start))
+	if added := newTables(old.Tables(), rs.Tables()); len(added) > 0 {
+		d.log.Warn("reloaded rules name tables the stream may not publish yet; they are checked when the next replication session starts",
+			"tables", added, "publication", d.cfg.Publication)
+	}
+}
+
+func newTables(old, cur []string) []string {
+	seen := make(map[string]bool, len(old))
+	for _, t := range old {
+		seen[t] = true
+	}
+	var out []string
+	for _, t := range cur {
+		if !seen[t] {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func splitLines(s string) []string {
+	var out []string
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && s[i] != '\n' {
+			i++
+		}
+		out = append(out, s[:i])
+		if i < len(s) {
+			i++
+		}
+		s = s[i:]
+	}
+	return out
+}
