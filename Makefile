@@ -1,0 +1,46 @@
+# cdcd — see README.md. `make demo` and `make test` work on a fresh machine
+# with Go, PostgreSQL (server binaries) and redis-server installed.
+
+GO       ?= go
+BIN      := bin/cdcd
+PKGS     := ./...
+FUZZTIME ?= 5s
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
+LDFLAGS  := -s -w -X main.Version=$(VERSION)
+
+.PHONY: all build test unit integration fuzz demo lint bench clean
+
+all: lint build test
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/cdcd
+
+## test: unit and integration tests with the race detector, then brief fuzzing.
+test:
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+	$(MAKE) fuzz
+
+## unit: the fast tests (no servers).
+unit:
+	$(GO) test -race -count=1 ./rules/... ./replication/... ./sinks/... ./cmd/...
+
+## integration: end-to-end tests against private PostgreSQL and Redis.
+integration:
+	$(GO) test -race -count=1 -timeout 12m ./test/integration/...
+
+## fuzz: each fuzz target for FUZZTIME.
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./rules/
+	$(GO) test -run='^$$' -fuzz='^FuzzTemplate$$' -fuzztime=$(FUZZTIME) ./rules/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./replication/
+
+## demo: private Postgres and Redis, cdcd, a scripted workload.
+demo:
+	$(GO) run ./test/demo
+
+lint:
+	$(GO) vet $(PKGS)
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf bin
