@@ -1,0 +1,57 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	t.Setenv("CDCD_DATABASE_URL", "postgres://cdcd@db/app")
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisURL != "redis://127.0.0.1:6379/0" || c.RulesFile != "rules.json" || c.Slot != "cdcd" ||
+		c.Publication != "cdcd" || c.HTTPAddr != ":9380" || c.LogLevel != "info" || c.LogFormat != "json" {
+		t.Errorf("defaults differ from the contract: %+v", c)
+	}
+}
+
+func TestLoadConfigReportsEveryBadVariable(t *testing.T) {
+	t.Setenv("CDCD_DATABASE_URL", "")
+	t.Setenv("CDCD_REDIS_URL", "memcached://x")
+	t.Setenv("CDCD_SLOT", "bad-slot")
+	t.Setenv("CDCD_HTTP_ADDR", "9380")
+	t.Setenv("CDCD_LOG_FORMAT", "xml")
+	_, err := loadConfig()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{"CDCD_DATABASE_URL", "CDCD_REDIS_URL", "CDCD_SLOT", "CDCD_HTTP_ADDR", "CDCD_LOG_FORMAT"}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w+":") {
+			t.Errorf("line %d = %q, want it to name %s", i, lines[i], w)
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	cases := []struct{ msg, conn string }{
+		{"cannot parse postgres://u:s%40cret@h/db", "postgres://u:s%40cret@h/db"},
+		{"bad dsn host=h password=s3cret user=u", "host=h password=s3cret user=u"},
+		{"bad dsn password='s3 cret' host=h", "password='s3 cret' host=h"},
+		{"redis://:tok3n@h:6379/x failed", "redis://:tok3n@h:6379/x"},
+	}
+	for _, c := range cases {
+		got := redact(c.msg, c.conn)
+		for _, secret := range []string{"s@cret", "s%40cret", "s3cret", "s3 cret", "tok3n"} {
+			if strings.Contains(got, secret) {
+				t.Errorf("redact(%q) = %q still holds %q", c.msg, got, secret)
+			}
+		}
+	}
+}
