@@ -334,6 +334,8 @@ func (s *Stream) session(ctx context.Context) (err error) {
 		s.drainApplier()
 		if serr := rl.sendStatus(false); serr != nil {
 			s.log.Warn("final status update failed", "err", serr)
+		} else if serr := rl.endCopy(); serr != nil {
+			s.log.Warn("final status update sent, but the server did not confirm the end of the stream", "lsn", s.Acked().String(), "err", serr)
 		} else {
 			s.log.Info("confirmed position at shutdown", "lsn", s.Acked().String())
 		}
@@ -457,6 +459,30 @@ func (r *receiver) sendStatus(replyRequested bool) error {
 	r.s.m.confirmedLSN.Set(float64(flush))
 	r.s.m.observeLag(r.serverEnd, flush)
 	return nil
+}
+
+// endCopy ends the stream cleanly: CopyDone, then read (and drop) what the
+// server still sends until it ends the copy too. Closing the socket with
+// unread data would reset the connection, and the server could lose the
+// final status update still in its receive buffer.
+func (r *receiver) endCopy() error {
+	r.conn.Frontend().Send(&pgproto3.CopyDone{})
+	if err := r.conn.Frontend().Flush(); err != nil {
+		return err
+	}
+	_ = r.conn.Conn().SetReadDeadline(time.Now().Add(3 * time.Second))
+	for {
+		msg, err := r.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			return err
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CommandComplete, *pgproto3.ReadyForQuery:
+			return nil
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(m)
+		}
+	}
 }
 
 func (r *receiver) handleCopyData(ctx context.Context, data []byte) error {
