@@ -61,6 +61,8 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 	// The sink retries whole plans itself; the client's own retries would
 	// only hide how long an attempt took.
 	opt.MaxRetries = -1
+	// Let callers' deadlines (the readiness probe's) bound a command.
+	opt.ContextTimeoutEnabled = true
 	if cfg.UnlinkBatch <= 0 {
 		cfg.UnlinkBatch = 256
 	}
