@@ -43,12 +43,15 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	log := newLogger(cfg, stderr)
 	rs, err := rules.Load(cfg.RulesFile)
 	if err != nil {
-		log.Error("cannot load the rules file", "file", cfg.RulesFile, "err", err)
+		// One line per problem, FILE:LINE:COL first, as rules check prints them.
+		for _, line := range splitLines(err.Error()) {
+			fmt.Fprintln(stderr, "cdcd: "+line)
+		}
 		return exitUsage
 	}
+	log := newLogger(cfg, stderr)
 	d, err := newDaemon(cfg, log, rs)
 	if err != nil {
 		log.Error("cannot start", "err", err)
