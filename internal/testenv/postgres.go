@@ -161,6 +161,7 @@ func (p *Postgres) start(ctx context.Context) error {
 		"-c", "shared_buffers=64MB",
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
+		"-c", "wal_writer_delay=10ms",
 		"-c", "full_page_writes=off",
 		"-c", "wal_sender_timeout=60s",
 		"-c", "logging_collector=off",
