@@ -9,18 +9,20 @@ import (
 )
 
 // Alerts reports invariant violations: a log line at the invariant's
-// severity and cdcd_invariant_violations_total.
+// severity, cdcd_invariant_violations_total, and the webhook when one is
+// configured.
 type Alerts struct {
-	log *slog.Logger
-	m   *Metrics
+	log     *slog.Logger
+	m       *Metrics
+	webhook *Webhook
 }
 
-// NewAlerts returns the alert sink.
-func NewAlerts(log *slog.Logger, m *Metrics) *Alerts {
+// NewAlerts returns the alert sink. webhook may be nil.
+func NewAlerts(log *slog.Logger, m *Metrics, webhook *Webhook) *Alerts {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Alerts{log: log, m: m}
+	return &Alerts{log: log, m: m, webhook: webhook}
 }
 
 // LevelCritical is the slog level of "critical" violations.
@@ -80,6 +82,9 @@ func (a *Alerts) Report(ctx context.Context, plans []*rules.Plan) {
 		for i := range p.Violations {
 			v := &p.Violations[i]
 			a.m.violations.WithLabelValues(v.Invariant, v.Table).Inc()
+			if a.webhook != nil {
+				a.webhook.Enqueue(v)
+			}
 			pk := make([]any, 0, len(v.PrimaryKey))
 			for _, c := range v.PrimaryKey {
 				pk = append(pk, slog.Any(c.Column, abbreviate(c.Value)))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -30,6 +31,9 @@ type Config struct {
 	StatusInterval  time.Duration `envconfig:"STATUS_INTERVAL" default:"10s"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
 	Instance        string        `envconfig:"INSTANCE"`
+
+	AlertWebhookURL string `envconfig:"ALERT_WEBHOOK_URL"`
+	AlertBuffer     int    `envconfig:"ALERT_BUFFER" default:"1000"`
 }
 
 var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
@@ -95,6 +99,17 @@ func (c *Config) validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT", "%s must be positive", c.ShutdownTimeout)
+	}
+	if c.AlertWebhookURL != "" {
+		if u, err := url.Parse(c.AlertWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("ALERT_WEBHOOK_URL", "not an http:// or https:// URL (for Alertmanager: http://alertmanager:9093/api/v2/alerts)")
+		}
+	}
+	if c.AlertBuffer < 1 {
+		bad("ALERT_BUFFER", "%d must be at least 1", c.AlertBuffer)
+	}
+	if c.Instance == "" {
+		c.Instance, _ = os.Hostname()
 	}
 	return errors.Join(errs...)
 }

@@ -23,12 +23,14 @@ import (
 // daemon is a running cdcd: the replication stream feeding the sinks, the
 // rules they evaluate under, and the HTTP endpoints.
 type daemon struct {
-	cfg    *Config
-	log    *slog.Logger
-	reg    *prometheus.Registry
-	rules  atomic.Pointer[rules.Rules]
-	stream *replication.Stream
-	redis  *sinks.Redis
+	cfg     *Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	rules   atomic.Pointer[rules.Rules]
+	stream  *replication.Stream
+	redis   *sinks.Redis
+	webhook *sinks.Webhook // nil without CDCD_ALERT_WEBHOOK_URL
+	verify  *verifier
 
 	reloads       *prometheus.CounterVec
 	rulesLoadedAt prometheus.Gauge
@@ -82,13 +84,20 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 	d.reloads.WithLabelValues("error")
 	d.rulesLoadedAt.SetToCurrentTime()
 
+	d.verify = newVerifier(d)
 	m := sinks.NewMetrics(d.reg)
 	redisSink, err := sinks.NewRedis(sinks.RedisConfig{URL: cfg.RedisURL, Logger: log}, m)
 	if err != nil {
 		return nil, err
 	}
 	d.redis = redisSink
-	applier := sinks.NewApplier(redisSink, sinks.NewAlerts(log, m), m)
+	if cfg.AlertWebhookURL != "" {
+		d.webhook = sinks.NewWebhook(sinks.WebhookConfig{
+			URL: cfg.AlertWebhookURL, Instance: cfg.Instance, Buffer: cfg.AlertBuffer,
+			Logger: log, Registerer: d.reg,
+		})
+	}
+	applier := sinks.NewApplier(redisSink, sinks.NewAlerts(log, m, d.webhook), m)
 
 	d.stream, err = replication.New(replication.Config{
 		DatabaseURL: cfg.DatabaseURL,
@@ -139,6 +148,10 @@ func (d *daemon) run(ctx context.Context) error {
 	})
 	g.Go(func() error { return d.serve(gctx, srv) })
 	g.Go(func() error { d.reloadOnHangup(gctx); return nil })
+	g.Go(func() error { d.verify.run(gctx); return nil })
+	if d.webhook != nil {
+		g.Go(func() error { d.webhook.Run(gctx); return nil })
+	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
@@ -174,6 +187,7 @@ func (d *daemon) reload() {
 	d.reloads.WithLabelValues("ok").Inc()
 	d.rulesLoadedAt.SetToCurrentTime()
 	d.log.Info("rules reloaded", "file", d.cfg.RulesFile, "tables", rs.Tables(), "took", time.Since(start))
+	d.verify.again()
 	if added := newTables(old.Tables(), rs.Tables()); len(added) > 0 {
 		d.log.Warn("reloaded rules name tables the stream may not publish yet; they are checked when the next replication session starts",
 			"tables", added, "publication", d.cfg.Publication)

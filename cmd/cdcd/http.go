@@ -72,12 +72,17 @@ func (d *daemon) readyz(w http.ResponseWriter, r *http.Request) {
 		problems = append(problems, "redis: "+err.Error())
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	// Unverifiable invariants are reported, but do not stop invalidation.
+	warnings := d.verify.problems()
 	if len(problems) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, strings.Join(problems, "\n"))
+		fmt.Fprintln(w, strings.Join(append(problems, warnings...), "\n"))
 		return
 	}
 	fmt.Fprintln(w, "ready")
+	for _, l := range warnings {
+		fmt.Fprintln(w, l)
+	}
 }
 
 // runHealthcheck probes a running daemon, for container health checks in

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
+	"github.com/cdcd/cdcd/catalog"
 	"github.com/cdcd/cdcd/rules"
 )
 
@@ -23,13 +27,21 @@ func runRules(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// rulesCheck validates a rules file offline: one line per problem, exit 1.
+// rulesCheck validates a rules file: offline, then against the live
+// catalog when CDCD_DATABASE_URL is set. One line per problem; exit 1 on
+// errors (and on warnings with --strict).
 func rulesCheck(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 1 {
+	fs := flag.NewFlagSet("rules check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	strict := fs.Bool("strict", false, "fail on warnings too")
+	if err := fs.Parse(interspersed(fs, args)); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 1 {
 		fmt.Fprintf(stderr, "cdcd rules check: too many arguments\n%s", usage)
 		return exitUsage
 	}
-	path := rulesPath(args)
+	path := rulesPath(fs.Args())
 	rs, err := rules.Load(path)
 	if err != nil {
 		var pe *rules.ParseError
@@ -43,9 +55,56 @@ func rulesCheck(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	f := rs.File()
-	fmt.Fprintf(stdout, "%s: ok: %d sections, %d rules, %d invariants over %d tables\n",
-		path, len(f.Sections), len(f.Rules), len(f.Invariants), len(rs.Tables()))
+	live := ""
+	if dbURL := os.Getenv("CDCD_DATABASE_URL"); dbURL != "" {
+		findings, err := checkLive(context.Background(), dbURL, envOr("CDCD_PUBLICATION", "cdcd"), f)
+		if err != nil {
+			fmt.Fprintf(stdout, "%s: cannot check against the database: %s\n", path, redact(err.Error(), dbURL))
+			return exitFailure
+		}
+		errs, warns := 0, 0
+		for _, fd := range findings {
+			fmt.Fprintln(stdout, fd.Format(path))
+			if fd.Severity == catalog.Error {
+				errs++
+			} else {
+				warns++
+			}
+		}
+		if errs > 0 || (*strict && warns > 0) {
+			return exitFailure
+		}
+		live = fmt.Sprintf(", checked against the database (%d warnings)", warns)
+	}
+	fmt.Fprintf(stdout, "%s: ok: %d sections, %d rules, %d invariants over %d tables%s\n",
+		path, len(f.Sections), len(f.Rules), len(f.Invariants), len(rs.Tables()), live)
 	return exitOK
+}
+
+// interspersed moves flags after positional arguments to the front, so
+// "check FILE --strict" works like "check --strict FILE".
+func interspersed(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && a != "-" {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if f := fs.Lookup(name); f != nil && !strings.Contains(a, "=") {
+				if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); !isBool && i+1 < len(args) {
+					flags = append(flags, args[i+1])
+					i++
+				}
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return append(flags, pos...)
 }
 
 // rulesPath is the file named on the command line, else CDCD_RULES_FILE,
