@@ -1,14 +1,10 @@
-// Package testenv starts private PostgreSQL and Redis servers for the
-// integration tests and `make demo`: each on a free port, in a temporary
-// directory, gone when stopped. Environment variables name existing servers
-// instead: CDCD_TEST_DATABASE_URL (a superuser URL to a server with
-// wal_level=logical) and CDCD_TEST_REDIS_URL.
 package testenv
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -26,209 +22,448 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+const (
+	envDatabaseURL = "CDCD_TEST_DATABASE_URL"
+	envPGBin       = "CDCD_TEST_PG_BIN"
+
+	pgStartTimeout    = 60 * time.Second
+	pgShutdownTimeout = 30 * time.Second
+	pgBusyRetry       = 10 * time.Second // how long Restart retries a busy port
+	logTailBytes      = 4096
+)
+
 // Postgres is a running PostgreSQL server with wal_level=logical.
 type Postgres struct {
-	// URL is a superuser URL to the database "postgres".
+	// URL is a superuser URL to the database "postgres", e.g.
+	// postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable.
 	URL  string
 	Host string
 	Port int
 
-	owned   bool // false when the server is external
-	bin     string
-	base    string // temporary directory holding data and log
-	data    string
-	logFile string
-	cred    *syscall.Credential
+	owned   bool                // false when the server is external
+	bin     string              // directory holding initdb and postgres
+	base    string              // temporary directory: data dir, log, socket
+	data    string              // data directory
+	logFile string              // server log (the postmaster's stderr)
+	cred    *syscall.Credential // OS user to run as; nil: ourselves
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
+	mu      sync.Mutex // serialises Stop, Restart and Kill
+	cmd     *exec.Cmd  // the postmaster, nil when not running
 	exited  chan struct{}
-	stopped bool
+	removed bool // Stop has removed base
+
+	extraArgs []string // more postgres arguments, after (and overriding) ours; for tests
 }
 
-var errExternal = errors.New("the server is external (named by an environment variable); the harness cannot control it")
-
-// StartPostgres starts a private server, or connects to the one named by
-// CDCD_TEST_DATABASE_URL.
+// StartPostgres starts a private PostgreSQL server on a free 127.0.0.1 port,
+// in a fresh temporary directory, configured for logical replication:
+// wal_level=logical, 20 replication slots and WAL senders, no durability
+// (fsync, synchronous_commit and full_page_writes off), small shared memory
+// so that several test packages can run servers side by side, and trust
+// authentication for the user "postgres" on 127.0.0.1, replication
+// included. It returns once the server accepts connections (at most 60s);
+// the server keeps running after ctx ends, until Stop.
+//
+// When the test process runs as root, initdb and postgres run as the OS user
+// "postgres", which must exist.
+//
+// If CDCD_TEST_DATABASE_URL is set, StartPostgres uses that server instead,
+// after checking that it has wal_level=logical; Stop, Restart and Kill then
+// return an error.
 func StartPostgres(ctx context.Context) (*Postgres, error) {
-	if u := os.Getenv("CDCD_TEST_DATABASE_URL"); u != "" {
+	if u := os.Getenv(envDatabaseURL); u != "" {
 		return externalPostgres(ctx, u)
 	}
+	p, err := initPostgres(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	// Another process may take the free port before the server binds it:
+	// then try another one.
+	for attempt := 1; ; attempt++ {
+		var busy bool
+		if p.Port, err = FreePort(); err == nil {
+			busy, err = p.start(ctx)
+		}
+		if err == nil {
+			break
+		}
+		if busy && attempt < 5 {
+			continue
+		}
+		os.RemoveAll(p.base)
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	p.URL = p.DatabaseURL("postgres")
+	return p, nil
+}
+
+// externalPostgres checks the server named by CDCD_TEST_DATABASE_URL.
+func externalPostgres(ctx context.Context, u string) (*Postgres, error) {
+	cfg, err := pgx.ParseConfig(u)
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %s: %w", envDatabaseURL, err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %s: %w", envDatabaseURL, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var level string
+	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&level); err != nil {
+		return nil, fmt.Errorf("start postgres: %s: %w", envDatabaseURL, err)
+	}
+	if level != "logical" {
+		return nil, fmt.Errorf("start postgres: %s names a server with wal_level=%s; logical is needed", envDatabaseURL, level)
+	}
+	return &Postgres{URL: u, Host: cfg.Host, Port: int(cfg.Port)}, nil
+}
+
+// initPostgres creates the temporary directory and runs initdb in it.
+func initPostgres(ctx context.Context) (_ *Postgres, err error) {
 	bin, err := pgBinDir()
 	if err != nil {
 		return nil, err
 	}
 	p := &Postgres{owned: true, bin: bin, Host: "127.0.0.1"}
 	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("start postgres: running as root needs a postgres OS user: %w", err)
+		// Postgres refuses to run as root.
+		if p.cred, err = lookupCredential("postgres"); err != nil {
+			return nil, fmt.Errorf("running as root needs an OS user to run postgres as: %w", err)
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		p.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
-	p.base, err = os.MkdirTemp("", "cdcd-pg-")
-	if err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+	if p.base, err = os.MkdirTemp("", "cdcd-pg-"); err != nil {
+		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(p.base)
+		}
+	}()
+	p.data = filepath.Join(p.base, "data")
+	p.logFile = filepath.Join(p.base, "postgres.log")
 	if err := os.Chmod(p.base, 0o755); err != nil {
 		return nil, err
 	}
-	p.data = filepath.Join(p.base, "data")
-	p.logFile = filepath.Join(p.base, "postgres.log")
 	if p.cred != nil {
-		if err := os.Chown(p.base, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+		if err := traversable(filepath.Dir(p.base)); err != nil {
 			return nil, err
 		}
 	}
-	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", p.data, "-U", "postgres",
-		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	if err := p.chown(p.base); err != nil {
+		return nil, err
+	}
+
+	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"),
+		"-D", p.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	initdb.Dir = p.base
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL}
 	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(p.base)
-		return nil, fmt.Errorf("start postgres: initdb: %w\n%s", err, out)
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
-	p.Port, err = FreePort()
-	if err != nil {
-		os.RemoveAll(p.base)
+
+	// initdb -A trust already trusts everyone; spell it out so that the
+	// setup does not depend on the version's template.
+	hba := "" +
+		"local all         all                trust\n" +
+		"local replication all                trust\n" +
+		"host  all         all  127.0.0.1/32  trust\n" +
+		"host  replication all  127.0.0.1/32  trust\n"
+	if err := os.WriteFile(filepath.Join(p.data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return nil, err
 	}
-	if err := p.start(ctx); err != nil {
-		os.RemoveAll(p.base)
+	if err := os.Chmod(p.data, 0o700); err != nil {
 		return nil, err
 	}
-	p.URL = p.DatabaseURL("postgres")
+	if err := p.chown(p.data); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
-func externalPostgres(ctx context.Context, u string) (*Postgres, error) {
-	conn, err := pgx.Connect(ctx, u)
+// lookupCredential returns the credential of OS user name.
+func lookupCredential(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, fmt.Errorf("CDCD_TEST_DATABASE_URL: %w", err)
+		return nil, err
 	}
-	defer conn.Close(ctx)
-	var level string
-	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&level); err != nil {
-		return nil, fmt.Errorf("CDCD_TEST_DATABASE_URL: %w", err)
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("user %s: uid %q: %w", name, u.Uid, err)
 	}
-	if level != "logical" {
-		return nil, fmt.Errorf("CDCD_TEST_DATABASE_URL: the server has wal_level=%s; the tests need logical", level)
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("user %s: gid %q: %w", name, u.Gid, err)
 	}
-	cfg := conn.Config()
-	return &Postgres{URL: u, Host: cfg.Host, Port: int(cfg.Port)}, nil
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-// pgBinDir finds the directory holding initdb and postgres.
+// traversable checks that every user may enter dir and its parents, as the
+// postgres OS user must to reach its data directory.
+func traversable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("directory %s is not searchable by other users, so the postgres OS user cannot reach the data directory; point TMPDIR elsewhere", d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// chown gives the tree at root to the OS user postgres runs as, if any.
+func (p *Postgres) chown(root string) error {
+	if p.cred == nil {
+		return nil
+	}
+	uid, gid := int(p.cred.Uid), int(p.cred.Gid)
+	return filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, gid)
+	})
+}
+
+// pgBinDir finds the directory holding initdb and postgres: $CDCD_TEST_PG_BIN,
+// else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin
+// (Debian, Ubuntu), else $PATH.
 func pgBinDir() (string, error) {
-	if d := os.Getenv("CDCD_TEST_PG_BIN"); d != "" {
+	has := func(dir string) bool {
+		for _, name := range []string{"initdb", "postgres"} {
+			if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.IsDir() {
+				return false
+			}
+		}
+		return true
+	}
+	if d := os.Getenv(envPGBin); d != "" {
+		if !has(d) {
+			return "", fmt.Errorf("%s=%s: no initdb and postgres there", envPGBin, d)
+		}
 		return d, nil
 	}
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		d := strings.TrimSpace(string(out))
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+		if d := strings.TrimSpace(string(out)); has(d) {
 			return d, nil
 		}
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	version := func(binDir string) float64 {
+		v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
+		return v
+	}
 	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
 	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+		if has(d) {
 			return d, nil
 		}
 	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p), nil
+	if path, err := exec.LookPath("initdb"); err == nil {
+		if d := filepath.Dir(path); has(d) {
+			return d, nil
+		}
 	}
-	return "", errors.New("PostgreSQL server binaries (initdb, postgres) not found: install them or set CDCD_TEST_PG_BIN")
+	return "", fmt.Errorf("PostgreSQL server binaries (initdb, postgres) not found: install them or set %s", envPGBin)
 }
 
-func version(binDir string) int {
-	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
-	return v
-}
-
-func (p *Postgres) start(ctx context.Context) error {
+// start runs the postmaster on p.Port and waits until it accepts
+// connections. busy reports that it failed because the port was taken.
+// The caller holds p.mu or owns p exclusively.
+func (p *Postgres) start(ctx context.Context) (busy bool, err error) {
+	// A Unix socket path must fit in sockaddr_un (108 bytes); TCP is all the
+	// tests use, so do without the socket rather than fail on a long TMPDIR.
+	sockDir := p.base
+	if len(sockDir)+len("/.s.PGSQL.65535.lock") >= 100 {
+		sockDir = ""
+	}
 	args := []string{
 		"-D", p.data,
 		"-p", strconv.Itoa(p.Port),
 		"-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories=" + p.base,
+		"-c", "unix_socket_directories=" + sockDir,
 		"-c", "wal_level=logical",
-		"-c", "max_replication_slots=40",
-		"-c", "max_wal_senders=40",
-		"-c", "max_connections=200",
-		"-c", "shared_buffers=64MB",
+		"-c", "max_replication_slots=20",
+		"-c", "max_wal_senders=20",
+		"-c", "wal_sender_timeout=60s",
+		"-c", "max_connections=100",
+		"-c", "shared_buffers=32MB",
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
+		// Asynchronous commits reach the walsender only once flushed.
 		"-c", "wal_writer_delay=10ms",
 		"-c", "full_page_writes=off",
-		"-c", "wal_sender_timeout=60s",
 		"-c", "logging_collector=off",
-		"-c", "log_min_messages=warning",
 	}
+	args = append(args, p.extraArgs...)
+	offset := fileSize(p.logFile)
 	lf, err := os.OpenFile(p.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer lf.Close()
 	cmd := exec.Command(filepath.Join(p.bin, "postgres"), args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Dir = p.base
+	cmd.Stdout, cmd.Stderr = lf, lf // stdin is /dev/null: the server outlives our stdio
+	// Own process group: Kill and Stop can reach every backend. Pdeathsig:
+	// the server dies with the test process (on Linux).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start postgres: %w", err)
+		return false, err
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	p.mu.Lock()
-	p.cmd, p.exited, p.stopped = cmd, exited, false
-	p.mu.Unlock()
+	p.cmd, p.exited = cmd, exited
 
-	deadline := time.Now().Add(60 * time.Second)
+	connURL := p.DatabaseURL("postgres")
+	deadline := time.Now().Add(pgStartTimeout)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		conn, err := pgx.Connect(cctx, p.DatabaseURL("postgres"))
+		conn, cerr := pgx.Connect(cctx, connURL)
+		if cerr == nil {
+			conn.Close(cctx)
+			cancel()
+			return false, nil
+		}
 		cancel()
-		if err == nil {
-			conn.Close(ctx)
-			return nil
+		select {
+		case <-exited:
+			p.shutdown(syscall.SIGKILL)
+			log := logTail(p.logFile, offset, logTailBytes)
+			busy := strings.Contains(log, "Address already in use") || strings.Contains(log, "could not bind")
+			return busy, fmt.Errorf("the server exited during startup (%v); log:\n%s", cmd.ProcessState, log)
+		default:
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			p.shutdown(syscall.SIGKILL)
+			reason := fmt.Sprintf("not accepting connections after %v: %v", pgStartTimeout, cerr)
+			if ctx.Err() != nil {
+				reason = fmt.Sprintf("waiting for the server: %v", ctx.Err())
+			}
+			return false, fmt.Errorf("%s; log:\n%s", reason, logTail(p.logFile, offset, logTailBytes))
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("start postgres: the server exited:\n%s", p.Log())
-		default:
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			_ = cmd.Process.Kill()
-			return fmt.Errorf("start postgres: not accepting connections after 60s: %v\n%s", err, p.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// DatabaseURL returns a superuser URL to database name.
+// shutdown signals the postmaster (SIGINT: fast shutdown; SIGKILL: crash),
+// waits for it, then kills whatever is left of its process group. It is a
+// no-op when the server is not running. The caller holds p.mu.
+func (p *Postgres) shutdown(sig syscall.Signal) {
+	if p.cmd == nil {
+		return
+	}
+	pid := p.cmd.Process.Pid
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(pgShutdownTimeout):
+	}
+	killGroup(pid, 10*time.Second)
+	<-p.exited
+	p.cmd, p.exited = nil, nil
+}
+
+// Stop shuts the server down (fast shutdown: open transactions are rolled
+// back) and removes its directory. It is idempotent. For an external server
+// it does nothing but return an error.
+func (p *Postgres) Stop() error {
+	if !p.owned {
+		return fmt.Errorf("stop postgres: %w", errExternal)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.shutdown(syscall.SIGINT)
+	if p.removed {
+		return nil
+	}
+	p.removed = true
+	if err := os.RemoveAll(p.base); err != nil {
+		return fmt.Errorf("stop postgres: %w", err)
+	}
+	return nil
+}
+
+// Restart shuts the server down (fast) if it is running, then starts it
+// again on the same port and data directory and waits until it accepts
+// connections. After Kill, the server goes through crash recovery.
+func (p *Postgres) Restart(ctx context.Context) error {
+	if !p.owned {
+		return fmt.Errorf("restart postgres: %w", errExternal)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.removed {
+		return errors.New("restart postgres: the server was stopped and its directory removed")
+	}
+	p.shutdown(syscall.SIGINT)
+	deadline := time.Now().Add(pgBusyRetry)
+	for {
+		busy, err := p.start(ctx)
+		if err == nil {
+			return nil
+		}
+		if !busy || time.Now().After(deadline) {
+			return fmt.Errorf("restart postgres: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("restart postgres: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Kill crashes the server: SIGKILL to the postmaster and then to its
+// remaining processes, so connections drop at once and nothing is flushed.
+// Restart starts it again, with crash recovery.
+func (p *Postgres) Kill() error {
+	if !p.owned {
+		return fmt.Errorf("kill postgres: %w", errExternal)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return errors.New("kill postgres: the server is not running")
+	}
+	p.shutdown(syscall.SIGKILL)
+	return nil
+}
+
+// DatabaseURL returns a superuser URL to database name on the server.
 func (p *Postgres) DatabaseURL(name string) string {
 	if !p.owned {
 		u, err := url.Parse(p.URL)
 		if err != nil {
 			return p.URL
 		}
-		u.Path = "/" + name
+		u.Path, u.RawPath = "/"+name, ""
 		return u.String()
 	}
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.Port, url.PathEscape(name))
+	host := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", host, url.PathEscape(name))
 }
 
-// CreateDatabase (re)creates database name and returns a superuser URL to it.
+// CreateDatabase creates database name, dropping it first (WITH (FORCE),
+// which disconnects its sessions) if it exists, and returns a superuser URL
+// to it.
 func (p *Postgres) CreateDatabase(ctx context.Context, name string) (string, error) {
 	conn, err := pgx.Connect(ctx, p.URL)
 	if err != nil {
 		return "", fmt.Errorf("create database %s: %w", name, err)
 	}
-	defer conn.Close(ctx)
+	defer conn.Close(context.WithoutCancel(ctx))
 	ident := pgx.Identifier{name}.Sanitize()
 	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
-		return "", fmt.Errorf("drop database %s: %w", name, err)
+		return "", fmt.Errorf("create database %s: drop: %w", name, err)
 	}
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
 		return "", fmt.Errorf("create database %s: %w", name, err)
@@ -236,118 +471,67 @@ func (p *Postgres) CreateDatabase(ctx context.Context, name string) (string, err
 	return p.DatabaseURL(name), nil
 }
 
-// Stop shuts the server down (fast) and removes its directory. Idempotent.
-func (p *Postgres) Stop() error {
-	if !p.owned {
-		return nil
-	}
-	err := p.shutdown(syscall.SIGINT)
-	os.RemoveAll(p.base)
-	return err
-}
-
-// Restart shuts the server down (fast) and starts it again on the same port
-// and data directory.
-func (p *Postgres) Restart(ctx context.Context) error {
-	if !p.owned {
-		return errExternal
-	}
-	if err := p.shutdown(syscall.SIGINT); err != nil {
-		return err
-	}
-	return p.start(ctx)
-}
-
-// Kill crashes the server (SIGKILL to the postmaster). Restart starts it
-// again, with crash recovery.
-func (p *Postgres) Kill() error {
-	if !p.owned {
-		return errExternal
-	}
-	return p.shutdown(syscall.SIGKILL)
-}
-
-func (p *Postgres) shutdown(sig syscall.Signal) error {
-	p.mu.Lock()
-	cmd, exited, stopped := p.cmd, p.exited, p.stopped
-	p.stopped = true
-	p.mu.Unlock()
-	if cmd == nil || stopped {
-		return nil
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	}
-	if sig == syscall.SIGKILL {
-		// Orphaned backends would keep the shared memory and port busy.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		time.Sleep(100 * time.Millisecond)
-	}
-	return nil
-}
-
-// Log returns the tail of the server log.
+// Log returns the tail (about 4KB) of the server log, for failure messages.
+// It is empty for an external server.
 func (p *Postgres) Log() string {
-	b, err := os.ReadFile(p.logFile)
-	if err != nil {
+	if !p.owned {
 		return ""
 	}
-	if len(b) > 4096 {
-		b = b[len(b)-4096:]
-	}
-	return string(b)
+	return logTail(p.logFile, 0, logTailBytes)
 }
 
-// ApplyMigrations runs every *.sql file in dir, in lexical order, each as
-// one multi-statement script.
+// ApplyMigrations runs every *.sql file in dir, in lexical order, against
+// the database at url. Each file is sent as one simple-protocol query, so it
+// may hold several statements (and runs as one implicit transaction unless
+// it has its own BEGIN/COMMIT). A dir without *.sql files is an error.
 func ApplyMigrations(ctx context.Context, url, dir string) error {
-	files, err := filepath.Glob(filepath.Join(dir, "*.sql"))
+	entries, err := os.ReadDir(dir) // sorted by name
 	if err != nil {
-		return err
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".sql") {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
 	}
 	if len(files) == 0 {
-		return fmt.Errorf("no migrations in %s", dir)
+		return fmt.Errorf("apply migrations: no *.sql files in %s", dir)
 	}
-	sort.Strings(files)
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+		return fmt.Errorf("apply migrations: %w", err)
 	}
-	defer conn.Close(ctx)
+	defer conn.Close(context.WithoutCancel(ctx))
 	for _, f := range files {
 		sql, err := os.ReadFile(f)
 		if err != nil {
-			return err
+			return fmt.Errorf("apply migrations: %w", err)
 		}
 		if _, err := conn.PgConn().Exec(ctx, string(sql)).ReadAll(); err != nil {
-			return fmt.Errorf("migration %s: %w", filepath.Base(f), err)
+			return fmt.Errorf("apply migration %s: %w", f, err)
 		}
 	}
 	return nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that nothing listens on.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// MustPostgres starts a server for t or fails it (never skips); the server
-// stops when t ends.
+// MustPostgres starts a server with StartPostgres or fails t (it never
+// skips), and stops the server when t ends.
 func MustPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	p, err := StartPostgres(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*pgStartTimeout)
+	defer cancel()
+	p, err := StartPostgres(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Stop() })
+	t.Cleanup(func() {
+		if !p.owned {
+			return
+		}
+		if err := p.Stop(); err != nil {
+			t.Log(err)
+		}
+	})
 	return p
 }

@@ -1,0 +1,123 @@
+// Package testenv starts private PostgreSQL and Redis servers for the
+// integration tests and for `make demo`.
+//
+// Each server runs as a child process on a free 127.0.0.1 port, keeps its
+// files in a temporary directory and is gone (directory included) once
+// stopped. The harness can also restart, crash (Postgres) and freeze (Redis)
+// its servers, which the fault-injection tests rely on.
+//
+// Two environment variables name existing servers to use instead:
+//
+//   - CDCD_TEST_DATABASE_URL: a superuser URL to a PostgreSQL server with
+//     wal_level=logical;
+//   - CDCD_TEST_REDIS_URL: a Redis URL.
+//
+// Such external servers are used as they are: the methods that would stop,
+// restart, crash or freeze them return an error instead.
+//
+// CDCD_TEST_PG_BIN names the directory holding the PostgreSQL server
+// binaries (initdb, postgres) when they cannot be found otherwise.
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// errExternal is returned by the methods that need a server this package
+// started itself.
+var errExternal = errors.New("the server is external (named by an environment variable); testenv cannot stop, restart or signal it")
+
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on at the
+// time of the call.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// logTail returns the last max bytes of the file at path from offset on, or
+// "" if it cannot be read.
+func logTail(path string, offset int64, max int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if offset > 0 && offset <= int64(len(b)) {
+		b = b[offset:]
+	}
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b)
+}
+
+// fileSize returns the size of the file at path, 0 if it does not exist.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// killGroup sends SIGKILL to the process group pgid (a server and all its
+// children) and waits up to timeout until no live process is left in it, so
+// that orphans no longer hold the port or shared memory.
+func killGroup(pgid int, timeout time.Duration) {
+	if pgid <= 0 {
+		return
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGCONT) // a stopped process dies on SIGKILL anyway; harmless
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	deadline := time.Now().Add(timeout)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// groupAlive reports whether process group pgid has a member that is not a
+// zombie. Orphaned children are reparented away from us, and the init of a
+// container may be slow to reap them, so zombies do not count.
+func groupAlive(pgid int) bool {
+	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true // no /proc: trust kill(2)
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Format: pid (comm) state ppid pgrp ...; comm may contain spaces.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 3 {
+			continue
+		}
+		if g, _ := strconv.Atoi(f[2]); g == pgid && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
+}
