@@ -2,6 +2,8 @@ package rules
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cdcd/cdcd/replication"
@@ -121,6 +123,8 @@ type Builder struct {
 	touched    []*section // sections invalidated, in first-touch order
 	touchedSet map[*section]struct{}
 	violations []Violation
+	rows       map[string]*rowState // invariant + row key -> state
+	rowOrder   []*rowState
 	changes    int
 
 	buf  []byte
@@ -155,9 +159,21 @@ func (b *Builder) Add(c *replication.Change) {
 			b.invalidate(s, r.name, c, bind)
 		}
 	}
-	if c.Op == replication.OpUpdate {
-		for i := range bind.invariants {
-			b.check(&bind.invariants[i], c, bind)
+	for i := range bind.invariants {
+		inv := &bind.invariants[i]
+		switch c.Op {
+		case replication.OpUpdate:
+			b.track(inv, c, bind)
+		case replication.OpInsert:
+			b.forget(inv, c, c.NewValue)
+		case replication.OpDelete:
+			b.forget(inv, c, c.OldValue)
+		case replication.OpTruncate:
+			for _, st := range b.rowOrder {
+				if st.inv == inv {
+					st.skip = true
+				}
+			}
 		}
 	}
 }
@@ -313,49 +329,176 @@ func (b *Builder) pattern(t *Template, s *section, by, reason string, revision b
 	b.pats = append(b.pats, Pattern{Pattern: p, Section: s.name, Rule: by, Reason: reason})
 }
 
-// check evaluates an invariant on an UPDATE. A violation is a change to a
-// when_changed column with no change to any require_changed column. Without
-// the old row the invariant cannot be checked (start-up reports that).
-func (b *Builder) check(inv *boundInvariant, c *replication.Change, bind *binding) {
-	var changed []ColumnChange
-	for k, i := range inv.when {
-		if i < 0 {
+// Invariants are checked per transaction, not per statement: a row's state
+// before the transaction is compared with its state at commit. An
+// application that changes the coefficients and then the version in two
+// UPDATEs of one transaction keeps the invariant; one that changes a value
+// and changes it back never broke it. Only the watched columns of rows an
+// invariant's table saw updated are kept.
+
+// rowState is one row's watched columns before the transaction and now.
+type rowState struct {
+	inv           *boundInvariant
+	table         string
+	before, after []watched // when_changed columns, then require_changed
+	pk            []ColumnValue
+	known         bool // every watched value could be read
+	skip          bool // inserted or deleted in the transaction
+}
+
+type watched struct {
+	val     *string
+	present bool // the relation has the column
+}
+
+// track records an UPDATE for the invariants of its table.
+func (b *Builder) track(inv *boundInvariant, c *replication.Change, bind *binding) {
+	oldKey := inv.name + "\x00" + rowKey(c, c.OldValue)
+	newKey := inv.name + "\x00" + rowKey(c, c.NewValue)
+	if b.rows == nil {
+		b.rows = make(map[string]*rowState)
+	}
+	st := b.rows[oldKey]
+	if st == nil {
+		st = &rowState{inv: inv, table: c.Rel.Table(), known: true}
+		st.before = b.watch(st, inv, c.OldValue)
+		b.rowOrder = append(b.rowOrder, st)
+	} else {
+		delete(b.rows, oldKey)
+	}
+	st.after = b.watch(st, inv, c.NewValue)
+	st.pk = primaryKey(c)
+	b.rows[newKey] = st
+
+	// An invariant's sections are invalidated as soon as a watched column
+	// changes: deleting keys for a change later completed by a version bump
+	// is harmless, keeping them stale is not.
+	if len(inv.sections) > 0 {
+		for _, i := range inv.when {
+			if i < 0 {
+				continue
+			}
+			if ch, known := c.Changed(i); ch || !known {
+				for _, s := range inv.sections {
+					b.invalidate(s, inv.name, c, bind)
+				}
+				break
+			}
+		}
+	}
+}
+
+// forget marks a row inserted or deleted in the transaction: it has no
+// "before" or no "at commit" to compare.
+func (b *Builder) forget(inv *boundInvariant, c *replication.Change, get func(int) (replication.Value, bool)) {
+	key := inv.name + "\x00" + rowKey(c, get)
+	if b.rows == nil {
+		b.rows = make(map[string]*rowState)
+	}
+	if st := b.rows[key]; st != nil {
+		st.skip = true
+	}
+	st := &rowState{inv: inv, skip: true}
+	b.rowOrder = append(b.rowOrder, st)
+	b.rows[key] = st
+}
+
+func (b *Builder) watch(st *rowState, inv *boundInvariant, get func(int) (replication.Value, bool)) []watched {
+	out := make([]watched, 0, len(inv.when)+len(inv.require))
+	for _, idx := range [][]int{inv.when, inv.require} {
+		for _, i := range idx {
+			if i < 0 {
+				out = append(out, watched{})
+				continue
+			}
+			v, ok := get(i)
+			if !ok {
+				st.known = false
+			}
+			out = append(out, watched{val: text(v, ok), present: true})
+		}
+	}
+	return out
+}
+
+// rowKey identifies a row by its primary key (or replica identity) values.
+func rowKey(c *replication.Change, get func(int) (replication.Value, bool)) string {
+	var sb strings.Builder
+	idx := c.Rel.PrimaryKey
+	if idx == nil {
+		for i, col := range c.Rel.Columns {
+			if col.Identity {
+				idx = append(idx, i)
+			}
+		}
+	}
+	for _, i := range idx {
+		v, ok := get(i)
+		switch {
+		case !ok:
+			sb.WriteString("?")
+		case v.Kind == replication.Null:
+			sb.WriteString("N")
+		default:
+			sb.WriteString("t")
+			sb.WriteString(strconv.Itoa(len(v.Data)))
+			sb.WriteByte(':')
+			sb.Write(v.Data)
+		}
+	}
+	return sb.String()
+}
+
+func sameValue(a, b *string) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return *a == *b
+}
+
+// violations compares each tracked row before and at commit.
+func (b *Builder) finishInvariants() {
+	for _, st := range b.rowOrder {
+		if st.skip || !st.known {
 			continue
 		}
-		ch, known := c.Changed(i)
-		if !known {
-			return
+		inv := st.inv
+		var changed []ColumnChange
+		for k := range inv.when {
+			o, n := st.before[k], st.after[k]
+			if o.present && !sameValue(o.val, n.val) {
+				changed = append(changed, ColumnChange{Column: inv.whenChanged[k], Old: o.val, New: n.val})
+			}
 		}
-		if ch {
-			changed = append(changed, columnChange(inv.whenChanged[k], c, i))
-		}
-	}
-	if len(changed) == 0 {
-		return
-	}
-	required := make([]ColumnChange, 0, len(inv.require))
-	for k, i := range inv.require {
-		if i < 0 {
+		if len(changed) == 0 {
 			continue
 		}
-		ch, known := c.Changed(i)
-		if !known || ch {
-			return
+		required := make([]ColumnChange, 0, len(inv.require))
+		bumped := false
+		for k := range inv.require {
+			o, n := st.before[len(inv.when)+k], st.after[len(inv.when)+k]
+			if !o.present {
+				continue
+			}
+			if !sameValue(o.val, n.val) {
+				bumped = true
+				break
+			}
+			required = append(required, ColumnChange{Column: inv.requireChanged[k], Old: o.val, New: n.val})
 		}
-		required = append(required, columnChange(inv.requireChanged[k], c, i))
-	}
-	b.violations = append(b.violations, Violation{
-		Invariant:  inv.name,
-		Severity:   inv.severity,
-		Message:    inv.message,
-		Table:      c.Rel.Table(),
-		PrimaryKey: primaryKey(c),
-		Changed:    changed,
-		Required:   required,
-		Xid:        b.xid,
-	})
-	for _, s := range inv.sections {
-		b.invalidate(s, inv.name, c, bind)
+		if bumped {
+			continue
+		}
+		b.violations = append(b.violations, Violation{
+			Invariant:  inv.name,
+			Severity:   inv.severity,
+			Message:    inv.message,
+			Table:      st.table,
+			PrimaryKey: st.pk,
+			Changed:    changed,
+			Required:   required,
+			Xid:        b.xid,
+		})
 	}
 }
 
@@ -403,6 +546,7 @@ type channelMessage struct {
 
 // Plan finishes the transaction's plan. The Builder must not be used after.
 func (b *Builder) Plan(c replication.Commit) *Plan {
+	b.finishInvariants()
 	p := &Plan{
 		Xid:        b.xid,
 		CommitLSN:  c.CommitLSN,
