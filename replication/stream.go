@@ -414,22 +414,23 @@ func (r *receiver) loop(ctx context.Context) error {
 // setDeadline arms the read deadline for the next status update, or sooner
 // when an acknowledgement is waiting to be reported.
 func (r *receiver) setDeadline() {
-	d := r.nextStatus
-	if r.s.Acked() > r.sentFlush {
-		if fd := r.lastSent.Add(r.s.cfg.FeedbackDelay); fd.Before(d) {
-			d = fd
+	for {
+		pending := r.s.Acked() > r.sentFlush
+		d := r.nextStatus
+		if pending {
+			if fd := r.lastSent.Add(r.s.cfg.FeedbackDelay); fd.Before(d) {
+				d = fd
+			}
 		}
-	}
-	if d.Equal(r.deadlineSet) {
-		return
-	}
-	_ = r.conn.Conn().SetReadDeadline(d)
-	r.deadlineSet = d
-	// An acknowledgement that landed just before the deadline was armed
-	// would otherwise wait for the periodic update.
-	if r.s.Acked() > r.sentFlush && d.Equal(r.nextStatus) {
-		r.deadlineSet = time.Time{}
-		_ = r.conn.Conn().SetReadDeadline(time.Now())
+		if !d.Equal(r.deadlineSet) {
+			_ = r.conn.Conn().SetReadDeadline(d)
+			r.deadlineSet = d
+		}
+		// An acknowledgement that landed after the check above may have had
+		// its wake-up overwritten: arm again for it.
+		if pending || r.s.Acked() <= r.sentFlush {
+			return
+		}
 	}
 }
 

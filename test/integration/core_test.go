@@ -236,3 +236,25 @@ func TestKillAndRestartLosesNothing(t *testing.T) {
 		}
 	}
 }
+
+// Consecutive transactions with a 1 s status interval (the tests' setting,
+// equal to the feedback delay) once stalled the receive loop until each
+// periodic status update.
+func TestConsecutiveTransactionsAreNotDelayed(t *testing.T) {
+	e := newEnv(t)
+	e.startDaemon()
+	var slow int
+	for i := 0; i < 20; i++ {
+		e.set("nodb:9:climate")
+		start := time.Now()
+		e.write(`INSERT INTO climate_runs (run_id, scenario, hazard) VALUES (9, 's', 'h')`)
+		waitFor(t, 5*time.Second, "the key to be deleted", func() bool { return !e.exists("nodb:9:climate") })
+		if d := time.Since(start); d > 300*time.Millisecond {
+			slow++
+			t.Logf("transaction %d: key gone after %s", i, d.Round(time.Millisecond))
+		}
+	}
+	if slow > 2 {
+		t.Errorf("%d of 20 transactions took longer than 300ms to invalidate", slow)
+	}
+}
