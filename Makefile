@@ -8,7 +8,7 @@ FUZZTIME ?= 5s
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 LDFLAGS  := -s -w -X main.Version=$(VERSION)
 
-.PHONY: all build test unit integration fuzz demo lint bench clean
+.PHONY: all build test unit integration fuzz alerts demo lint bench clean
 
 all: lint build test
 
@@ -19,6 +19,11 @@ build:
 test:
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
 	$(MAKE) fuzz
+	$(MAKE) alerts
+
+## alerts: check and unit-test the Prometheus alerting rules.
+alerts:
+	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml
 
 ## unit: the fast tests (no servers).
 unit:

@@ -1,6 +1,9 @@
 package sinks
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/cdcd/cdcd/rules"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the sinks' Prometheus metrics.
 type Metrics struct {
@@ -52,4 +55,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.commitToInval, m.batchSize)
 	}
 	return m
+}
+
+// Prepare creates the series of every section and invariant of f at zero,
+// so rates and alerts work from the first event. Call it whenever rules
+// are loaded.
+func (m *Metrics) Prepare(f *rules.File) {
+	m.sinkErrors.WithLabelValues("redis")
+	for _, s := range f.Sections {
+		m.keysDeleted.WithLabelValues(s.Name)
+		for _, r := range []string{rules.ReasonOldRowUnknown, rules.ReasonValueUnknown, rules.ReasonTruncate, rules.ReasonMissingColumn} {
+			m.patterns.WithLabelValues(s.Name, r)
+		}
+	}
+	for _, inv := range f.Invariants {
+		m.violations.WithLabelValues(inv.Name, inv.Table)
+	}
 }

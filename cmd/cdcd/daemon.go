@@ -23,14 +23,15 @@ import (
 // daemon is a running cdcd: the replication stream feeding the sinks, the
 // rules they evaluate under, and the HTTP endpoints.
 type daemon struct {
-	cfg     *Config
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	rules   atomic.Pointer[rules.Rules]
-	stream  *replication.Stream
-	redis   *sinks.Redis
-	webhook *sinks.Webhook // nil without CDCD_ALERT_WEBHOOK_URL
-	verify  *verifier
+	cfg         *Config
+	log         *slog.Logger
+	reg         *prometheus.Registry
+	rules       atomic.Pointer[rules.Rules]
+	stream      *replication.Stream
+	redis       *sinks.Redis
+	webhook     *sinks.Webhook // nil without CDCD_ALERT_WEBHOOK_URL
+	verify      *verifier
+	sinkMetrics *sinks.Metrics
 
 	reloads       *prometheus.CounterVec
 	rulesLoadedAt prometheus.Gauge
@@ -86,6 +87,8 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 
 	d.verify = newVerifier(d)
 	m := sinks.NewMetrics(d.reg)
+	m.Prepare(rs.File())
+	d.sinkMetrics = m
 	redisSink, err := sinks.NewRedis(sinks.RedisConfig{URL: cfg.RedisURL, Logger: log}, m)
 	if err != nil {
 		return nil, err
@@ -183,6 +186,7 @@ func (d *daemon) reload() {
 		d.log.Error("rules reload rejected; keeping the rules in use", "file", d.cfg.RulesFile, "err", err)
 		return
 	}
+	d.sinkMetrics.Prepare(rs.File())
 	old := d.rules.Swap(rs)
 	d.reloads.WithLabelValues("ok").Inc()
 	d.rulesLoadedAt.SetToCurrentTime()

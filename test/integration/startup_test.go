@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,31 @@ func TestReadyzReflectsRedis(t *testing.T) {
 	d.waitReady(10 * time.Second)
 	if code, _, _ := d.get("/healthz"); code != 200 {
 		t.Errorf("/healthz = %d", code)
+	}
+}
+
+// The dashboard and the alerting rules must only use metrics cdcd exports.
+func TestDeployFilesReferenceExportedMetrics(t *testing.T) {
+	e := newEnv(t)
+	rcv := startReceiver(t)
+	d := e.startDaemon("CDCD_ALERT_WEBHOOK_URL=" + rcv.url())
+	e.write(`INSERT INTO climate_runs (run_id, scenario, hazard) VALUES (1, 's', 'h')`)
+	waitFor(t, 5*time.Second, "a transaction", func() bool { return d.metric("cdcd_transactions_total") > 0 })
+	_, exported, err := d.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := regexp.MustCompile(`cdcd_[a-z_]+`)
+	for _, f := range []string{"deploy/grafana/cdcd.json", "deploy/prometheus/alerts.yml"} {
+		data, err := os.ReadFile(filepath.Join(repoDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllString(string(data), -1) {
+			base := strings.TrimSuffix(m, "_bucket")
+			if !strings.Contains(exported, "# TYPE "+base+" ") {
+				t.Errorf("%s uses %s, which cdcd does not export", f, m)
+			}
+		}
 	}
 }
