@@ -52,7 +52,8 @@ func literalArray(items []string) string {
 }
 
 // ensurePublication checks that the publication holds every table, creating
-// it for them when it does not exist. It reports whether it created it.
+// it for them when it does not exist, and adds missing tables to a
+// publication cdcd created. It reports whether it changed the publication.
 func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) (created bool, err error) {
 	rows, err := query(ctx, conn, "SELECT 1 FROM pg_publication WHERE pubname = "+quoteLiteral(pub))
 	if err != nil {
@@ -74,27 +75,29 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 			}
 		}
 		if len(missing) > 0 {
-			return false, &PublicationError{Publication: pub, Missing: missing}
+			if !managed(ctx, conn, pub) {
+				return false, &PublicationError{Publication: pub, Missing: missing}
+			}
+			// cdcd created this publication: its tables follow the rules.
+			if err := existing(ctx, conn, missing); err != nil {
+				return false, err
+			}
+			q := make([]string, len(missing))
+			for i, t := range missing {
+				q[i] = quoteTable(t)
+			}
+			if _, err := query(ctx, conn, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+strings.Join(q, ", ")); err != nil {
+				return false, fmt.Errorf("add tables %s to publication %q: %w", strings.Join(missing, ", "), pub, err)
+			}
+			return true, nil
 		}
 		return false, nil
 	}
 	if len(tables) == 0 {
 		return false, configError("publication %q does not exist and the rules name no table to create it for", pub)
 	}
-	rows, err = query(ctx, conn, `SELECT n.nspname || '.' || c.relname FROM pg_class c
-		JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(`+literalArray(tables)+`)`)
-	if err != nil {
-		return false, fmt.Errorf("look up rule tables: %w", err)
-	}
-	var missing []string
-	for _, t := range tables {
-		if !slices.ContainsFunc(rows, func(r []string) bool { return r[0] == t }) {
-			missing = append(missing, t)
-		}
-	}
-	if len(missing) > 0 {
-		return false, configError("rule tables do not exist: %s", strings.Join(missing, ", "))
+	if err := existing(ctx, conn, tables); err != nil {
+		return false, err
 	}
 	q := make([]string, len(tables))
 	for i, t := range tables {
@@ -106,7 +109,53 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 		}
 		return false, fmt.Errorf("create publication %q: %w", pub, err)
 	}
+	if _, err := query(ctx, conn, "COMMENT ON PUBLICATION "+quoteIdent(pub)+" IS "+quoteLiteral(managedComment)); err != nil {
+		return false, fmt.Errorf("mark publication %q as managed by cdcd: %w", pub, err)
+	}
 	return true, nil
+}
+
+// managedComment marks a publication cdcd created: cdcd adds the tables of
+// new rules to it. A publication a DBA created is left to the DBA.
+const managedComment = "managed by cdcd: its tables follow the rules file"
+
+func managed(ctx context.Context, conn *pgconn.PgConn, pub string) bool {
+	rows, err := query(ctx, conn, "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = "+quoteLiteral(pub))
+	return err == nil && len(rows) == 1 && rows[0][0] == managedComment
+}
+
+// existing returns a configuration error naming the tables that do not exist.
+func existing(ctx context.Context, conn *pgconn.PgConn, tables []string) error {
+	rows, err := query(ctx, conn, `SELECT n.nspname || '.' || c.relname FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(`+literalArray(tables)+`)`)
+	if err != nil {
+		return fmt.Errorf("look up rule tables: %w", err)
+	}
+	var missing []string
+	for _, t := range tables {
+		if !slices.ContainsFunc(rows, func(r []string) bool { return r[0] == t }) {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return configError("rule tables do not exist: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// EnsurePublication makes sure publication pub holds tables over an
+// ordinary (non-replication) connection: it creates the publication when it
+// is missing, adds tables to one cdcd created, and otherwise returns a
+// *PublicationError naming the tables a DBA must add. changed reports
+// whether it created or altered the publication.
+func EnsurePublication(ctx context.Context, databaseURL, pub string, tables []string) (changed bool, err error) {
+	conn, err := pgconn.Connect(ctx, databaseURL)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.Background())
+	return ensurePublication(ctx, conn, pub, tables)
 }
 
 // slotState is what pg_replication_slots says about our slot.

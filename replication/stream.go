@@ -290,7 +290,7 @@ func (s *Stream) session(ctx context.Context) (err error) {
 		return err
 	}
 	if created {
-		s.log.Info("created publication", "publication", s.cfg.Publication, "tables", tables)
+		s.log.Info("created or extended publication", "publication", s.cfg.Publication, "tables", tables)
 	}
 	slot, err := ensureSlot(ctx, conn, s.cfg.Slot)
 	if err != nil {

@@ -32,6 +32,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
 	Instance        string        `envconfig:"INSTANCE"`
 
+	RulesPoll time.Duration `envconfig:"RULES_POLL" default:"1s"`
+
 	AlertWebhookURL string `envconfig:"ALERT_WEBHOOK_URL"`
 	AlertBuffer     int    `envconfig:"ALERT_BUFFER" default:"1000"`
 }
@@ -96,6 +98,9 @@ func (c *Config) validate() error {
 	}
 	if c.StatusInterval < 100*time.Millisecond || c.StatusInterval > 10*time.Second {
 		bad("STATUS_INTERVAL", "%s is outside 100ms..10s", c.StatusInterval)
+	}
+	if c.RulesPoll < 50*time.Millisecond {
+		bad("RULES_POLL", "%s is shorter than 50ms", c.RulesPoll)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT", "%s must be positive", c.ShutdownTimeout)

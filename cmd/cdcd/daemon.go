@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,6 +34,7 @@ type daemon struct {
 	webhook     *sinks.Webhook // nil without CDCD_ALERT_WEBHOOK_URL
 	verify      *verifier
 	sinkMetrics *sinks.Metrics
+	reloadMu    sync.Mutex
 
 	reloads       *prometheus.CounterVec
 	rulesLoadedAt prometheus.Gauge
@@ -151,6 +154,7 @@ func (d *daemon) run(ctx context.Context) error {
 	})
 	g.Go(func() error { return d.serve(gctx, srv) })
 	g.Go(func() error { d.reloadOnHangup(gctx); return nil })
+	g.Go(func() error { d.watchRulesFile(gctx, d.cfg.RulesPoll); return nil })
 	g.Go(func() error { d.verify.run(gctx); return nil })
 	if d.webhook != nil {
 		g.Go(func() error { d.webhook.Run(gctx); return nil })
@@ -178,7 +182,11 @@ func (d *daemon) reloadOnHangup(ctx context.Context) {
 	}
 }
 
+// reload loads the rules file again. Reloads come from SIGHUP and the file
+// watcher; they are serialised.
 func (d *daemon) reload() {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	start := time.Now()
 	rs, err := rules.Load(d.cfg.RulesFile)
 	if err != nil {
@@ -193,9 +201,81 @@ func (d *daemon) reload() {
 	d.log.Info("rules reloaded", "file", d.cfg.RulesFile, "tables", rs.Tables(), "took", time.Since(start))
 	d.verify.again()
 	if added := newTables(old.Tables(), rs.Tables()); len(added) > 0 {
-		d.log.Warn("reloaded rules name tables the stream may not publish yet; they are checked when the next replication session starts",
-			"tables", added, "publication", d.cfg.Publication)
+		d.publish(rs.Tables(), added)
 	}
+}
+
+// publish makes the publication carry the tables of reloaded rules: cdcd
+// adds them to a publication it created; otherwise a DBA must.
+func (d *daemon) publish(tables, added []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	changed, err := replication.EnsurePublication(ctx, d.cfg.DatabaseURL, d.cfg.Publication, tables)
+	var pe *replication.PublicationError
+	switch {
+	case errors.As(err, &pe):
+		d.log.Error("reloaded rules name tables the publication lacks; changes to them are not streamed until a DBA adds them",
+			"publication", d.cfg.Publication, "tables", pe.Missing,
+			"fix", "ALTER PUBLICATION "+d.cfg.Publication+" ADD TABLE "+strings.Join(pe.Missing, ", "))
+	case err != nil:
+		d.log.Error("cannot check the publication for the reloaded rules' new tables", "tables", added, "err", err)
+	case changed:
+		d.log.Info("added the reloaded rules' new tables to the publication", "publication", d.cfg.Publication, "tables", added)
+	}
+}
+
+// watchRulesFile reloads the rules when the file changes on disk: edited in
+// place, or replaced by a rename (as editors, deploy tools and Kubernetes
+// ConfigMap updates do). Changes are debounced until the file is still.
+func (d *daemon) watchRulesFile(ctx context.Context, every time.Duration) {
+	last, _ := fileStamp(d.cfg.RulesFile)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := fileStamp(d.cfg.RulesFile)
+		if err != nil || cur == last {
+			continue // a missing file mid-rename: wait for it
+		}
+		// Debounce: wait until two stamps in a row agree.
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+			next, err := fileStamp(d.cfg.RulesFile)
+			if err == nil && next == cur {
+				break
+			}
+			cur = next
+		}
+		last = cur
+		d.log.Info("rules file changed on disk; reloading", "file", d.cfg.RulesFile)
+		d.reload()
+	}
+}
+
+type stamp struct {
+	mod  time.Time
+	size int64
+	ino  uint64
+}
+
+func fileStamp(path string) (stamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return stamp{}, err
+	}
+	st := stamp{mod: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = sys.Ino
+	}
+	return st, nil
 }
 
 func newTables(old, cur []string) []string {
