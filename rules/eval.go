@@ -223,15 +223,15 @@ func (b *Builder) resolve(t *Template, cols []int, s *section, by string, c *rep
 		b.add(t.Literal(), s, by, FromLiteral, revision)
 		return
 	}
+	if c.Op == replication.OpTruncate {
+		b.pattern(t, s, by, ReasonTruncate, revision)
+		return
+	}
 	for _, i := range cols {
 		if i < 0 {
 			b.pattern(t, s, by, ReasonMissingColumn, revision)
 			return
 		}
-	}
-	if c.Op == replication.OpTruncate {
-		b.pattern(t, s, by, ReasonTruncate, revision)
-		return
 	}
 	useNew := c.Op == replication.OpInsert || c.Op == replication.OpUpdate
 	useOld := c.Op == replication.OpDelete || c.Op == replication.OpUpdate

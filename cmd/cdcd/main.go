@@ -27,7 +27,12 @@ func main() {
 
 const usage = `usage:
   cdcd [run]                      run the daemon (configured by CDCD_* variables)
-  cdcd rules check [FILE]         validate a rules file (default $CDCD_RULES_FILE or rules.json)
+  cdcd rules check [FILE] [--strict]
+                                  validate a rules file (default $CDCD_RULES_FILE or rules.json)
+  cdcd rules explain [FILE] --table T --op OP [--old JSON] [--new JSON] [--json]
+                                  what a change would invalidate, without touching anything
+  cdcd rules explain [FILE] --peek [--slot S] [--limit N]
+                                  the same for the transactions waiting in a slot
   cdcd healthcheck [--ready]      probe a running daemon's /healthz (or /readyz); exit 0 when healthy
   cdcd version                    print the version
 `

@@ -15,12 +15,14 @@ import (
 
 func runRules(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "cdcd rules: missing subcommand (check)\n", usage)
+		fmt.Fprint(stderr, "cdcd rules: missing subcommand (check, explain)\n", usage)
 		return exitUsage
 	}
 	switch args[0] {
 	case "check":
 		return rulesCheck(args[1:], stdout, stderr)
+	case "explain":
+		return rulesExplain(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "cdcd rules: unknown subcommand %q\n%s", args[0], usage)
 		return exitUsage

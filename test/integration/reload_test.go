@@ -182,3 +182,39 @@ func TestReloadAddsNewTableToManagedPublication(t *testing.T) {
 	// section's pattern goes.
 	e.gone("nodb:1:climate", "nodb:2:climate")
 }
+
+func TestExplainPeekLeavesTheSlotWhereItWas(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, e.slot)
+	before := e.confirmed()
+	e.write(`INSERT INTO climate_runs (run_id, scenario, hazard) VALUES (4, 's', 'h')`)
+	e.write(`UPDATE climate_runs SET run_id = 5 WHERE run_id = 4`)
+	e.write(`INSERT INTO impact_functions (name, hazard, intensity_unit, mdd_x, mdd_y, paa_x, paa_y) VALUES ('f', 'h', 'm', '{1}', '{1}', '{1}', '{1}')`)
+	e.write(`UPDATE impact_functions SET mdd_y = '{2}'`)
+
+	code, out := runBinary(t, 30*time.Second, []string{"CDCD_DATABASE_URL=" + e.dbURL},
+		"rules", "explain", e.rules, "--peek", "--slot", e.slot)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	for _, want := range []string{
+		"UNLINK nodb:4:climate", "UNLINK nodb:5:climate", "VIOLATION of impact-function-version-bump",
+		"changed mdd_y: {1} -> {2}",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "transaction "); n != 4 {
+		t.Errorf("%d transactions explained, want 4:\n%s", n, out)
+	}
+	if after := e.confirmed(); after != before {
+		t.Errorf("peeking moved the slot from %s to %s", before, after)
+	}
+	// A second peek sees the same transactions.
+	_, again := runBinary(t, 30*time.Second, []string{"CDCD_DATABASE_URL=" + e.dbURL},
+		"rules", "explain", e.rules, "--peek", "--slot", e.slot, "--limit", "1")
+	if strings.Count(again, "transaction ") != 1 || !strings.Contains(again, "nodb:4:climate") {
+		t.Errorf("second peek with --limit 1:\n%s", again)
+	}
+}

@@ -1,0 +1,78 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Peek decodes the transactions waiting in a slot without consuming them
+// (pg_logical_slot_peek_binary_changes: the slot's position does not move).
+// The slot must not be in use. Each committed transaction's changes go to
+// the Tx begin returns; at most limit transactions are read (0: all).
+func Peek(ctx context.Context, databaseURL, slot, publication string, limit int, begin func(Begin) Tx) ([]Committed, error) {
+	conn, err := pgconn.Connect(ctx, databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+
+	var tables []string
+	rows, err := query(ctx, conn, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = "+quoteLiteral(publication))
+	if err != nil {
+		return nil, fmt.Errorf("list tables of publication %q: %w", publication, err)
+	}
+	for _, r := range rows {
+		tables = append(tables, r[0])
+	}
+	pks, err := primaryKeys(ctx, conn, tables)
+	if err != nil {
+		return nil, err
+	}
+
+	// upto_nchanges counts changes, not transactions, and the server ends
+	// on a transaction boundary; read until limit commits are seen.
+	sql := fmt.Sprintf(`SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL,
+		'proto_version', '1', 'publication_names', %s)`, quoteLiteral(slot), quoteLiteral(quoteIdent(publication)))
+	res := conn.ExecParams(ctx, sql, nil, nil, nil, []int16{1})
+	dec := newDecoder(pks)
+	var out []Committed
+	var tx Tx
+	var cur Begin
+	inTx := false
+	for res.NextRow() {
+		ev, err := dec.decode(res.Values()[0])
+		if err != nil {
+			res.Close()
+			return nil, err
+		}
+		switch {
+		case ev.begin != nil:
+			cur, inTx = *ev.begin, true
+			tx = begin(cur)
+		case ev.change != nil && inTx:
+			tx.Add(ev.change)
+		case ev.truncate != nil && inTx:
+			for _, c := range ev.truncate {
+				tx.Add(c)
+			}
+		case ev.commit != nil && inTx:
+			c := Committed{Commit: *ev.commit, Tx: tx}
+			c.Xid = cur.Xid
+			out = append(out, c)
+			inTx = false
+			if limit > 0 && len(out) >= limit {
+				res.Close()
+				return out, nil
+			}
+		}
+	}
+	if _, err := res.Close(); err != nil {
+		if sqlstate(err) == sqlstateObjectInUse {
+			return nil, fmt.Errorf("slot %q is being consumed; peek a slot no consumer holds: %w", slot, err)
+		}
+		return nil, fmt.Errorf("peek slot %q: %w", slot, err)
+	}
+	return out, nil
+}
