@@ -207,6 +207,8 @@ func (s *scanner) string() (string, error) {
 				s.off -= 2
 				return "", s.errorf("invalid escape \\%c in string", esc)
 			}
+		case c == '\n':
+			return "", s.errorf("unterminated string (a line break inside a string is written \\n)")
 		case c < 0x20:
 			return "", s.errorf("control character %q in string (escape it)", c)
 		default:
