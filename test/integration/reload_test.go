@@ -218,3 +218,48 @@ func TestExplainPeekLeavesTheSlotWhereItWas(t *testing.T) {
 		t.Errorf("second peek with --limit 1:\n%s", again)
 	}
 }
+
+func TestRulesCheckAgainstTheLiveCatalog(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`ALTER TABLE impact_functions REPLICA IDENTITY DEFAULT`)
+	e.exec(`ALTER PUBLICATION cdcd DROP TABLE progress_events`)
+	base, err := os.ReadFile(filepath.Join(repoDir, "rules.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(base), `"tables": ["public.climate_runs"]`, `"tables": ["public.climate_runs", "public.no_such_table"]`, 1)
+	s = strings.Replace(s, `"columns": ["title", "status"]`, `"columns": ["title", "state"]`, 1)
+	path := filepath.Join(t.TempDir(), "rules.json")
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runBinary(t, 30*time.Second, []string{"CDCD_DATABASE_URL=" + e.dbURL}, "rules", "check", path)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		"error: table public.no_such_table does not exist",
+		`error: rule "task-title" columns: table public.tasks has no column "state"`,
+		"error: table public.progress_events is not in publication cdcd",
+		`error: invariant "impact-function-version-bump" cannot be checked: table public.impact_functions has REPLICA IDENTITY DEFAULT`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(line, path+":") {
+			t.Errorf("line without FILE:LINE:COL: %q", line)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out)
+	}
+
+	// The example file on the reference schema: clean, also with --strict.
+	ok := newEnv(t)
+	code, out = runBinary(t, 30*time.Second, []string{"CDCD_DATABASE_URL=" + ok.dbURL}, "rules", "check", "--strict", ok.rules)
+	if code != 0 {
+		t.Errorf("the example rules fail the strict live check:\n%s", out)
+	}
+}
