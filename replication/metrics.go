@@ -10,6 +10,7 @@ type metrics struct {
 	confirmedLSN prometheus.Gauge
 	lagBytes     prometheus.Gauge
 	reconnects   prometheus.Counter
+	standby      prometheus.Gauge
 	// byTable caches the per-operation counters of each table so the
 	// per-change path does no label lookup.
 	byTable map[string]*[OpTruncate + 1]prometheus.Counter
@@ -34,11 +35,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cdcd_replication_reconnects_total",
 			Help: "Replication sessions that ended and were retried.",
 		}),
+		standby: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcd_standby",
+			Help: "1 while another consumer holds the slot and this instance waits to take over.",
+		}),
 		byTable: make(map[string]*[OpTruncate + 1]prometheus.Counter),
 		counter: make(map[uint32]*[OpTruncate + 1]prometheus.Counter),
 	}
 	if reg != nil {
-		reg.MustRegister(m.changes, m.confirmedLSN, m.lagBytes, m.reconnects)
+		reg.MustRegister(m.changes, m.confirmedLSN, m.lagBytes, m.reconnects, m.standby)
 	}
 	return m
 }

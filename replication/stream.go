@@ -55,6 +55,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxBackoff caps the delay between reconnection attempts. Default 30s.
 	MaxBackoff time.Duration
+	// StandbyPoll is about how often an instance whose slot another
+	// consumer holds tries to take it over. Default 3s.
+	StandbyPoll time.Duration
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -104,6 +107,7 @@ func New(cfg Config) (*Stream, error) {
 	def(&cfg.FeedbackDelay, time.Second)
 	def(&cfg.ShutdownTimeout, 5*time.Second)
 	def(&cfg.MaxBackoff, 30*time.Second)
+	def(&cfg.StandbyPoll, 3*time.Second)
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 1024
 	}
@@ -171,6 +175,10 @@ func (s *Stream) Run(ctx context.Context) error {
 		delay := backoff.next()
 		s.m.reconnects.Inc()
 		if IsSlotInUse(err) {
+			// A standby polls often, to take over soon after the active
+			// instance dies.
+			delay = s.cfg.StandbyPoll/2 + rand.N(s.cfg.StandbyPoll/2+1)
+			s.m.standby.Set(1)
 			s.setReason("standby: slot " + s.cfg.Slot + " is held by another consumer")
 			// Expected while another instance is active: say so once a minute.
 			if time.Since(lastInUseLog) >= time.Minute {
@@ -318,6 +326,7 @@ func (s *Stream) session(ctx context.Context) (err error) {
 		}
 		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)
 	}
+	s.m.standby.Set(0)
 	s.log.Info("streaming", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "lsn", s.Acked().String())
 	s.streaming.Store(true)
 	s.setReason("streaming")

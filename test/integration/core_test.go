@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -257,4 +258,29 @@ func TestConsecutiveTransactionsAreNotDelayed(t *testing.T) {
 	if slow > 2 {
 		t.Errorf("%d of 20 transactions took longer than 300ms to invalidate", slow)
 	}
+}
+
+func TestStandbyTakesOverWithin15s(t *testing.T) {
+	e := newEnv(t)
+	active := e.startDaemon()
+	standby := e.spawn()
+	waitFor(t, 15*time.Second, "the second instance to stand by", func() bool {
+		code, body, err := standby.get("/readyz")
+		return err == nil && code == 503 && strings.Contains(body, "held by another consumer") &&
+			standby.metric("cdcd_standby") == 1
+	})
+	if active.metric("cdcd_standby") != 0 {
+		t.Error("the active instance reports standby")
+	}
+
+	active.kill()
+	killed := time.Now()
+	standby.waitReady(15 * time.Second)
+	t.Logf("took over %s after the active instance died", time.Since(killed).Round(time.Millisecond))
+	if standby.metric("cdcd_standby") != 0 {
+		t.Error("cdcd_standby still 1 after taking over")
+	}
+	e.set("nodb:3:climate")
+	e.write(`INSERT INTO climate_runs (run_id, scenario, hazard) VALUES (3, 's', 'h')`)
+	e.gone("nodb:3:climate")
 }
