@@ -16,6 +16,11 @@ type Rules struct {
 	sections []*section
 	tables   map[string]*tableRules
 
+	// MaxTxKeys caps the distinct keys of one section a transaction
+	// collects before the section escalates to its key pattern (reason
+	// "escalated"). Zero means DefaultMaxTxKeys. Set it before use.
+	MaxTxKeys int
+
 	mu    sync.Mutex
 	binds map[uint32]*binding // by relation id; replaced when the relation is
 }
@@ -209,4 +214,11 @@ func (rs *Rules) bind(rel *replication.Relation) *binding {
 	}
 	rs.binds[rel.ID] = b
 	return b
+}
+
+func (rs *Rules) maxKeys() int {
+	if rs.MaxTxKeys > 0 {
+		return rs.MaxTxKeys
+	}
+	return DefaultMaxTxKeys
 }

@@ -17,7 +17,12 @@ const (
 	ReasonOldRowUnknown = "old_row_unknown" // UPDATE/DELETE without the old value (replica identity)
 	ReasonValueUnknown  = "value_unknown"   // unchanged TOAST value with no old row to read it from
 	ReasonMissingColumn = "missing_column"  // the relation has no such column
+	ReasonEscalated     = "escalated"       // too many distinct keys in one transaction
 )
+
+// DefaultMaxTxKeys is how many distinct keys of one section a transaction
+// collects before the section escalates to its pattern.
+const DefaultMaxTxKeys = 100_000
 
 // Row sources of an exact key.
 const (
@@ -114,18 +119,20 @@ type Builder struct {
 	lastRel  *replication.Relation
 	lastBind *binding
 
-	keyIndex   map[string]struct{}
-	keys       []Key
-	patterns   map[string]int // section+pattern -> index in pats
-	pats       []Pattern
-	revIndex   map[string]struct{}
-	revs       []Revision
-	touched    []*section // sections invalidated, in first-touch order
-	touchedSet map[*section]struct{}
-	violations []Violation
-	rows       map[string]*rowState // invariant + row key -> state
-	rowOrder   []*rowState
-	changes    int
+	keyIndex    map[string]struct{}
+	sectionKeys map[*section]int  // distinct keys collected per section
+	escalated   map[*section]bool // sections past the key limit
+	keys        []Key
+	patterns    map[string]int // section+pattern -> index in pats
+	pats        []Pattern
+	revIndex    map[string]struct{}
+	revs        []Revision
+	touched     []*section // sections invalidated, in first-touch order
+	touchedSet  map[*section]struct{}
+	violations  []Violation
+	rows        map[string]*rowState // invariant + row key -> state
+	rowOrder    []*rowState
+	changes     int
 
 	buf  []byte
 	vals [][]byte
@@ -296,14 +303,49 @@ func (b *Builder) add(key string, s *section, by, from string, revision bool) {
 		}
 		return
 	}
+	if b.escalated[s] {
+		return
+	}
 	if b.keyIndex == nil {
 		b.keyIndex = make(map[string]struct{})
+		b.sectionKeys = make(map[*section]int)
 	}
 	if _, ok := b.keyIndex[key]; ok {
 		return
 	}
+	if b.sectionKeys[s] >= b.rules.maxKeys() {
+		b.escalate(s, by)
+		return
+	}
+	b.sectionKeys[s]++
 	b.keyIndex[key] = struct{}{}
 	b.keys = append(b.keys, Key{Key: key, Section: s.name, Rule: by, From: from})
+}
+
+// escalate replaces a section's collected keys by its key patterns: memory
+// per transaction stays bounded however many rows it touches.
+func (b *Builder) escalate(s *section, by string) {
+	if b.escalated == nil {
+		b.escalated = make(map[*section]bool)
+	}
+	b.escalated[s] = true
+	kept := b.keys[:0]
+	for _, k := range b.keys {
+		if k.Section == s.name && k.From != FromLiteral {
+			delete(b.keyIndex, k.Key)
+			continue
+		}
+		kept = append(kept, k)
+	}
+	clear(b.keys[len(kept):])
+	b.keys = kept
+	delete(b.sectionKeys, s)
+	for _, t := range s.keys {
+		if t.IsLiteral() {
+			continue
+		}
+		b.pattern(t, s, by, ReasonEscalated, false)
+	}
 }
 
 func (b *Builder) pattern(t *Template, s *section, by, reason string, revision bool) {

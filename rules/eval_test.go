@@ -248,3 +248,31 @@ func show(s *string) string {
 	}
 	return *s
 }
+
+func TestEscalationBoundsKeys(t *testing.T) {
+	f, err := rules.Parse("eval.json", []byte(`{"sections": {"run": {"keys": ["lit", "run:{run_id}"]}},
+		"rules": [{"name": "runs", "tables": ["public.runs"], "invalidate": ["run"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := rules.Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.MaxTxKeys = 100
+	b := rs.Begin(replication.Begin{Xid: 1})
+	for i := 0; i < 1000; i++ {
+		b.Add(ins(runsF, fmt.Sprint(i), fmt.Sprint(i)))
+	}
+	p := b.Plan(replication.Commit{})
+	if got := keys(p); got != "lit<literal ~run:*<escalated" {
+		t.Errorf("got %q", got)
+	}
+	b = rs.Begin(replication.Begin{Xid: 2})
+	for i := 0; i < 99; i++ {
+		b.Add(ins(runsF, fmt.Sprint(i), fmt.Sprint(i)))
+	}
+	if p := b.Plan(replication.Commit{}); len(p.Keys) != 100 || len(p.Patterns) != 0 {
+		t.Errorf("under the limit: %d keys, %d patterns", len(p.Keys), len(p.Patterns))
+	}
+}

@@ -64,7 +64,7 @@ func (m *Metrics) Prepare(f *rules.File) {
 	m.sinkErrors.WithLabelValues("redis")
 	for _, s := range f.Sections {
 		m.keysDeleted.WithLabelValues(s.Name)
-		for _, r := range []string{rules.ReasonOldRowUnknown, rules.ReasonValueUnknown, rules.ReasonTruncate, rules.ReasonMissingColumn} {
+		for _, r := range []string{rules.ReasonOldRowUnknown, rules.ReasonValueUnknown, rules.ReasonTruncate, rules.ReasonMissingColumn, rules.ReasonEscalated} {
 			m.patterns.WithLabelValues(s.Name, r)
 		}
 	}

@@ -33,6 +33,7 @@ type Config struct {
 	Instance        string        `envconfig:"INSTANCE"`
 
 	RulesPoll time.Duration `envconfig:"RULES_POLL" default:"1s"`
+	MaxTxKeys int           `envconfig:"MAX_TX_KEYS" default:"100000"`
 
 	AlertWebhookURL string `envconfig:"ALERT_WEBHOOK_URL"`
 	AlertBuffer     int    `envconfig:"ALERT_BUFFER" default:"1000"`
@@ -98,6 +99,9 @@ func (c *Config) validate() error {
 	}
 	if c.StatusInterval < 100*time.Millisecond || c.StatusInterval > 10*time.Second {
 		bad("STATUS_INTERVAL", "%s is outside 100ms..10s", c.StatusInterval)
+	}
+	if c.MaxTxKeys < 1 {
+		bad("MAX_TX_KEYS", "%d must be at least 1", c.MaxTxKeys)
 	}
 	if c.RulesPoll < 50*time.Millisecond {
 		bad("RULES_POLL", "%s is shorter than 50ms", c.RulesPoll)

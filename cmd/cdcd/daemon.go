@@ -50,6 +50,9 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 		return exitUsage
 	}
 	rs, err := rules.Load(cfg.RulesFile)
+	if err == nil {
+		rs.MaxTxKeys = cfg.MaxTxKeys
+	}
 	if err != nil {
 		// One line per problem, FILE:LINE:COL first, as rules check prints them.
 		for _, line := range splitLines(err.Error()) {
@@ -189,6 +192,9 @@ func (d *daemon) reload() {
 	defer d.reloadMu.Unlock()
 	start := time.Now()
 	rs, err := rules.Load(d.cfg.RulesFile)
+	if err == nil {
+		rs.MaxTxKeys = d.cfg.MaxTxKeys
+	}
 	if err != nil {
 		d.reloads.WithLabelValues("error").Inc()
 		d.log.Error("rules reload rejected; keeping the rules in use", "file", d.cfg.RulesFile, "err", err)
