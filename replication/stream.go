@@ -39,6 +39,15 @@ type Config struct {
 	// is done) leaves the batch unacknowledged.
 	Apply func(ctx context.Context, batch []Committed) error
 
+	// OnStart, when set, is called once a session has checked its slot and
+	// before it streams. An error ends the session (it is retried).
+	OnStart func(ctx context.Context, st Start) error
+	// BeforeConfirm, when set, is called with a position before it is first
+	// confirmed to the server; the position is confirmed only if it returns
+	// nil. It lets the caller record what it confirmed where it can later
+	// tell a gap from its own progress.
+	BeforeConfirm func(ctx context.Context, lsn pglogrepl.LSN) error
+
 	// StatusInterval bounds the time between two standby status updates.
 	// Default 10s.
 	StatusInterval time.Duration
@@ -61,6 +70,21 @@ type Config struct {
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+}
+
+// Start describes the slot a session is about to stream from.
+type Start struct {
+	// SystemID is the server's system identifier (IDENTIFY_SYSTEM); it
+	// changes when the database is restored from a base backup elsewhere.
+	SystemID string
+	// SlotCreated reports that the slot did not exist and was created now
+	// (also after a slot whose WAL was lost was replaced).
+	SlotCreated bool
+	// WALLost reports that the slot's WAL had been removed (wal_status
+	// lost) and the slot was dropped and created again.
+	WALLost bool
+	// Confirmed is where the server resumes: the slot's confirmed_flush_lsn.
+	Confirmed pglogrepl.LSN
 }
 
 // Stream consumes one logical replication slot. Create it with New and run it
@@ -235,6 +259,9 @@ func (s *Stream) applyLoop(ctx context.Context) {
 				break fill
 			}
 		}
+		if ackBeforeApply {
+			s.ack(batch[len(batch)-1].EndLSN) // the fault suite's broken build
+		}
 		if err := s.cfg.Apply(ctx, batch); err != nil {
 			s.log.Warn("batch not applied; it stays unacknowledged", "err", err, "transactions", len(batch))
 			return
@@ -304,8 +331,31 @@ func (s *Stream) session(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	walLost := false
+	if slot.walStatus == "lost" {
+		// The server removed WAL the slot still needed: it cannot stream
+		// again. Replace it; OnStart learns that changes were lost.
+		s.log.Error("replication slot lost WAL it needed; dropping and recreating it", "slot", s.cfg.Slot)
+		if err := pglogrepl.DropReplicationSlot(ctx, conn, s.cfg.Slot, pglogrepl.DropReplicationSlotOptions{}); err != nil {
+			return fmt.Errorf("drop lost slot %q: %w", s.cfg.Slot, err)
+		}
+		if slot, err = ensureSlot(ctx, conn, s.cfg.Slot); err != nil {
+			return err
+		}
+		walLost = true
+	}
 	if slot.created {
 		s.log.Info("created replication slot", "slot", s.cfg.Slot, "lsn", slot.confirmed.String())
+	}
+	if s.cfg.OnStart != nil {
+		sys, err := pglogrepl.IdentifySystem(ctx, conn)
+		if err != nil {
+			return fmt.Errorf("identify system: %w", err)
+		}
+		st := Start{SystemID: sys.SystemID, SlotCreated: slot.created, WALLost: walLost, Confirmed: slot.confirmed}
+		if err := s.cfg.OnStart(ctx, st); err != nil {
+			return fmt.Errorf("start of session: %w", err)
+		}
 	}
 	pks, err := primaryKeys(ctx, conn, tables)
 	if err != nil {
@@ -336,7 +386,7 @@ func (s *Stream) session(ctx context.Context) (err error) {
 	defer stopWake()
 
 	started := time.Now()
-	rl := receiver{s: s, conn: conn, dec: newDecoder(pks)}
+	rl := receiver{s: s, conn: conn, dec: newDecoder(pks), persisted: slot.confirmed}
 	err = rl.loop(ctx)
 	if ctx.Err() != nil {
 		// Shutdown: let the applier finish what it holds, then confirm it.
@@ -372,6 +422,7 @@ type receiver struct {
 	sentFlush   pglogrepl.LSN
 	nextStatus  time.Time
 	deadlineSet time.Time
+	persisted   pglogrepl.LSN // highest position BeforeConfirm accepted
 }
 
 func (r *receiver) loop(ctx context.Context) error {
@@ -451,6 +502,17 @@ func (r *receiver) sendStatus(replyRequested bool) error {
 	flush := r.s.Acked()
 	if flush == 0 {
 		return errors.New("refusing to send a zero flush position")
+	}
+	if r.s.cfg.BeforeConfirm != nil && flush > r.persisted {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := r.s.cfg.BeforeConfirm(ctx, flush)
+		cancel()
+		if err != nil {
+			r.s.log.Warn("cannot record the position to confirm; confirming the previous one", "lsn", flush.String(), "err", err)
+			flush = r.persisted
+		} else {
+			r.persisted = flush
+		}
 	}
 	write := max(r.received, flush)
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), r.conn, pglogrepl.StandbyStatusUpdate{

@@ -18,6 +18,7 @@ const (
 	ReasonValueUnknown  = "value_unknown"   // unchanged TOAST value with no old row to read it from
 	ReasonMissingColumn = "missing_column"  // the relation has no such column
 	ReasonEscalated     = "escalated"       // too many distinct keys in one transaction
+	ReasonGap           = "gap"             // cdcd cannot prove it saw every change
 )
 
 // DefaultMaxTxKeys is how many distinct keys of one section a transaction

@@ -37,6 +37,7 @@ type daemon struct {
 	reloadMu    sync.Mutex
 
 	reloads       *prometheus.CounterVec
+	gaps          *prometheus.CounterVec
 	rulesLoadedAt prometheus.Gauge
 }
 
@@ -86,7 +87,14 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		Name: "cdcd_rules_loaded_timestamp_seconds",
 		Help: "When the rules in use were loaded, as a Unix time.",
 	})
-	d.reg.MustRegister(d.reloads, d.rulesLoadedAt)
+	d.gaps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cdcd_gap_invalidations_total",
+		Help: "Times every section was invalidated because cdcd could not prove it saw every change, by reason.",
+	}, []string{"reason"})
+	for _, r := range gapReasons {
+		d.gaps.WithLabelValues(r)
+	}
+	d.reg.MustRegister(d.reloads, d.rulesLoadedAt, d.gaps)
 	d.reloads.WithLabelValues("ok")
 	d.reloads.WithLabelValues("error")
 	d.rulesLoadedAt.SetToCurrentTime()
@@ -117,6 +125,8 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		Apply: func(ctx context.Context, batch []replication.Committed) error {
 			return applier.Apply(ctx, plans(batch))
 		},
+		OnStart:         d.onStart,
+		BeforeConfirm:   d.beforeConfirm,
 		StatusInterval:  cfg.StatusInterval,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Logger:          log,

@@ -1,0 +1,8 @@
+//go:build cdcd_ackfirst
+
+package replication
+
+// ackBeforeApply makes this build acknowledge every batch before applying
+// it: a deliberately broken daemon for the fault suite's self-test. Never
+// ship it.
+const ackBeforeApply = true
