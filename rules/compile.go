@@ -157,6 +157,17 @@ type binding struct {
 	// templates maps each template used by this table to its column
 	// positions in the relation (-1 for a column the relation lacks).
 	templates map[*Template][]int
+	// missing lists the columns rules name that the relation lacks.
+	missing []MissingColumn
+}
+
+// MissingColumn is a column a rule or invariant names that its table no
+// longer has (dropped or renamed): the rule falls back to wider
+// invalidation, never to matching nothing.
+type MissingColumn struct {
+	Rule   string
+	Table  string
+	Column string
 }
 
 type boundRule struct {
@@ -200,11 +211,29 @@ func (rs *Rules) bind(rel *replication.Relation) *binding {
 			}
 		}
 	}
+	note := func(owner string, names []string) {
+		for _, n := range names {
+			if rel.ColumnIndex(n) < 0 && !slices.ContainsFunc(b.missing, func(m MissingColumn) bool { return m.Rule == owner && m.Column == n }) {
+				b.missing = append(b.missing, MissingColumn{Rule: owner, Table: rel.Table(), Column: n})
+			}
+		}
+	}
 	for _, r := range tr.rules {
 		b.rules = append(b.rules, boundRule{rule: r, columns: columnIndexes(rel, r.columns)})
 		addSections(r.sections)
+		note(r.name, r.columns)
+		for _, s := range r.sections {
+			for _, t := range s.keys {
+				note(r.name, t.Columns())
+			}
+			if s.revision != nil {
+				note(r.name, s.revision.Columns())
+			}
+		}
 	}
 	for _, inv := range tr.invariants {
+		note(inv.name, inv.whenChanged)
+		note(inv.name, inv.requireChanged)
 		b.invariants = append(b.invariants, boundInvariant{
 			invariant: inv,
 			when:      columnIndexes(rel, inv.whenChanged),

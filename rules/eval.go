@@ -2,6 +2,7 @@ package rules
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,6 +104,9 @@ type Plan struct {
 	Revisions  []Revision
 	Messages   []Message
 	Violations []Violation
+	// MissingColumns lists the columns the rules name that a changed
+	// table lacks (a schema change the rules did not follow).
+	MissingColumns []MissingColumn
 }
 
 // Empty reports whether the plan asks nothing of any sink.
@@ -131,6 +135,7 @@ type Builder struct {
 	touched     []*section // sections invalidated, in first-touch order
 	touchedSet  map[*section]struct{}
 	violations  []Violation
+	missing     []MissingColumn
 	rows        map[string]*rowState // invariant + row key -> state
 	rowOrder    []*rowState
 	changes     int
@@ -154,6 +159,11 @@ func (b *Builder) Add(c *replication.Change) {
 	if c.Rel != b.lastRel {
 		bind = b.rules.bind(c.Rel)
 		b.lastRel, b.lastBind = c.Rel, bind
+		for _, m := range bind.missing {
+			if !slices.Contains(b.missing, m) {
+				b.missing = append(b.missing, m)
+			}
+		}
 	}
 	if len(bind.rules) == 0 && len(bind.invariants) == 0 {
 		return
@@ -591,15 +601,16 @@ type channelMessage struct {
 func (b *Builder) Plan(c replication.Commit) *Plan {
 	b.finishInvariants()
 	p := &Plan{
-		Xid:        b.xid,
-		CommitLSN:  c.CommitLSN,
-		EndLSN:     c.EndLSN,
-		CommitTime: c.CommitTime,
-		Changes:    b.changes,
-		Keys:       b.keys,
-		Patterns:   b.pats,
-		Revisions:  b.revs,
-		Violations: b.violations,
+		Xid:            b.xid,
+		CommitLSN:      c.CommitLSN,
+		EndLSN:         c.EndLSN,
+		CommitTime:     c.CommitTime,
+		Changes:        b.changes,
+		Keys:           b.keys,
+		Patterns:       b.pats,
+		Revisions:      b.revs,
+		Violations:     b.violations,
+		MissingColumns: b.missing,
 	}
 	lsn := c.CommitLSN.String()
 	for i := range p.Violations {

@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/cdcd/cdcd/rules"
@@ -14,11 +15,14 @@ type Applier struct {
 	Alerts *Alerts
 	m      *Metrics
 	now    func() time.Time
+	log    *slog.Logger
+
+	reported map[rules.MissingColumn]time.Time // last error log per missing column
 }
 
 // NewApplier returns an Applier over the given sinks.
 func NewApplier(r *Redis, a *Alerts, m *Metrics) *Applier {
-	return &Applier{Redis: r, Alerts: a, m: m, now: time.Now}
+	return &Applier{Redis: r, Alerts: a, m: m, now: time.Now, log: a.log, reported: map[rules.MissingColumn]time.Time{}}
 }
 
 // Apply applies the plans and returns nil once every sink has applied all of
@@ -52,5 +56,15 @@ func (a *Applier) Apply(ctx context.Context, plans []*rules.Plan) error {
 		}
 	}
 	a.m.transactions.Add(float64(len(plans)))
+	for _, p := range plans {
+		for _, mc := range p.MissingColumns {
+			a.m.missingCols.WithLabelValues(mc.Rule, mc.Table, mc.Column).Inc()
+			if last, ok := a.reported[mc]; !ok || a.now().Sub(last) > 10*time.Minute {
+				a.reported[mc] = a.now()
+				a.log.Error("a rule names a column its table no longer has; it falls back to wider invalidation until the rules are fixed",
+					"rule", mc.Rule, "table", mc.Table, "column", mc.Column)
+			}
+		}
+	}
 	return nil
 }

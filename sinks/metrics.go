@@ -12,6 +12,7 @@ type Metrics struct {
 	keysDeleted   *prometheus.CounterVec
 	patterns      *prometheus.CounterVec
 	transactions  prometheus.Counter
+	missingCols   *prometheus.CounterVec
 	commitToInval prometheus.Histogram
 	batchSize     prometheus.Histogram
 }
@@ -40,6 +41,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cdcd_transactions_total",
 			Help: "Committed transactions applied and acknowledged.",
 		}),
+		missingCols: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcd_missing_columns_total",
+			Help: "Transactions in which a rule named a column its table no longer has (the rule fell back to wider invalidation).",
+		}, []string{"rule", "table", "column"}),
 		commitToInval: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cdcd_commit_to_invalidate_seconds",
 			Help:    "Time from a transaction's commit timestamp to Redis acknowledging its plan.",
@@ -52,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.commitToInval, m.batchSize)
+		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.missingCols, m.commitToInval, m.batchSize)
 	}
 	return m
 }
