@@ -35,6 +35,9 @@ type Config struct {
 	RulesPoll time.Duration `envconfig:"RULES_POLL" default:"1s"`
 	MaxTxKeys int           `envconfig:"MAX_TX_KEYS" default:"100000"`
 
+	LagWarnBytes int64         `envconfig:"LAG_WARN_BYTES" default:"1073741824"`
+	WALPoll      time.Duration `envconfig:"WAL_POLL" default:"10s"`
+
 	AlertWebhookURL string `envconfig:"ALERT_WEBHOOK_URL"`
 	AlertBuffer     int    `envconfig:"ALERT_BUFFER" default:"1000"`
 }
@@ -99,6 +102,12 @@ func (c *Config) validate() error {
 	}
 	if c.StatusInterval < 100*time.Millisecond || c.StatusInterval > 10*time.Second {
 		bad("STATUS_INTERVAL", "%s is outside 100ms..10s", c.StatusInterval)
+	}
+	if c.LagWarnBytes < 1 {
+		bad("LAG_WARN_BYTES", "%d must be positive", c.LagWarnBytes)
+	}
+	if c.WALPoll < 100*time.Millisecond {
+		bad("WAL_POLL", "%s is shorter than 100ms", c.WALPoll)
 	}
 	if c.MaxTxKeys < 1 {
 		bad("MAX_TX_KEYS", "%d must be at least 1", c.MaxTxKeys)

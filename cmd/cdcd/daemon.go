@@ -33,6 +33,7 @@ type daemon struct {
 	redis       *sinks.Redis
 	webhook     *sinks.Webhook // nil without CDCD_ALERT_WEBHOOK_URL
 	verify      *verifier
+	wal         *walMonitor
 	sinkMetrics *sinks.Metrics
 	reloadMu    sync.Mutex
 
@@ -100,6 +101,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 	d.rulesLoadedAt.SetToCurrentTime()
 
 	d.verify = newVerifier(d)
+	d.wal = newWALMonitor(d, cfg.WALPoll)
 	m := sinks.NewMetrics(d.reg)
 	m.Prepare(rs.File())
 	d.sinkMetrics = m
@@ -169,6 +171,7 @@ func (d *daemon) run(ctx context.Context) error {
 	g.Go(func() error { d.reloadOnHangup(gctx); return nil })
 	g.Go(func() error { d.watchRulesFile(gctx, d.cfg.RulesPoll); return nil })
 	g.Go(func() error { d.verify.run(gctx); return nil })
+	g.Go(func() error { d.wal.run(gctx); return nil })
 	if d.webhook != nil {
 		g.Go(func() error { d.webhook.Run(gctx); return nil })
 	}

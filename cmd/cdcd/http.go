@@ -74,6 +74,13 @@ func (d *daemon) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	// Unverifiable invariants are reported, but do not stop invalidation.
 	warnings := d.verify.problems()
+	switch st := d.wal.status(); st {
+	case "":
+	case "lost":
+		problems = append(problems, "slot wal_status: lost (the server removed WAL the slot needed)")
+	default:
+		warnings = append(warnings, "slot wal_status: "+st)
+	}
 	if len(problems) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, strings.Join(append(problems, warnings...), "\n"))

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -74,5 +75,19 @@ func TestNoGapOnOrdinaryRestarts(t *testing.T) {
 		if n := d.metric("cdcd_gap_invalidations_total"); n != 0 {
 			t.Fatalf("restart %d counted a gap", i+1)
 		}
+	}
+}
+
+func TestSlotWALRetentionIsReported(t *testing.T) {
+	e := newEnv(t)
+	d := e.startDaemon("CDCD_WAL_POLL=200ms", "CDCD_LAG_WARN_BYTES=1")
+	e.write(`INSERT INTO topics (title) VALUES ('t')`)
+	waitFor(t, 10*time.Second, "retained WAL to be measured", func() bool {
+		return d.metric("cdcd_slot_retained_wal_bytes") > 0
+	})
+	waitFor(t, 5*time.Second, "the retention warning", func() bool { return len(d.logEntries("retains a lot of WAL")) == 1 })
+	_, body, _ := d.get("/readyz")
+	if !strings.Contains(body, "wal_status: reserved") {
+		t.Errorf("/readyz does not show the slot's wal_status:\n%s", body)
 	}
 }
