@@ -8,7 +8,7 @@ FUZZTIME ?= 5s
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 LDFLAGS  := -s -w -X main.Version=$(VERSION)
 
-.PHONY: all build test unit integration fuzz alerts demo lint bench clean
+.PHONY: all build test unit integration chaos fuzz alerts demo lint bench clean
 
 all: lint build test
 
@@ -17,7 +17,7 @@ build:
 
 ## test: unit and integration tests with the race detector, then brief fuzzing.
 test:
-	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+	$(GO) test -race -count=1 -timeout 14m $(PKGS)
 	$(MAKE) fuzz
 	$(MAKE) alerts
 
@@ -32,6 +32,11 @@ unit:
 ## integration: end-to-end tests against private PostgreSQL and Redis.
 integration:
 	$(GO) test -race -count=1 -timeout 12m ./test/integration/...
+
+## chaos: the fault suite at length (make test runs it at CI size).
+CHAOS_ROUNDS ?= 80
+chaos:
+	CDCD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -race -count=1 -timeout 60m -v -run 'TestFaultSuite' ./test/integration/
 
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:

@@ -347,7 +347,9 @@ func (s *Stream) session(ctx context.Context) (err error) {
 	if slot.created {
 		s.log.Info("created replication slot", "slot", s.cfg.Slot, "lsn", slot.confirmed.String())
 	}
-	if s.cfg.OnStart != nil {
+	// The broken build also skips gap detection, which would otherwise
+	// notice what it lost and invalidate everything.
+	if s.cfg.OnStart != nil && !ackBeforeApply {
 		sys, err := pglogrepl.IdentifySystem(ctx, conn)
 		if err != nil {
 			return fmt.Errorf("identify system: %w", err)
@@ -507,7 +509,7 @@ func (r *receiver) sendStatus(replyRequested bool) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		err := r.s.cfg.BeforeConfirm(ctx, flush)
 		cancel()
-		if err != nil {
+		if err != nil && !ackBeforeApply {
 			r.s.log.Warn("cannot record the position to confirm; confirming the previous one", "lsn", flush.String(), "err", err)
 			flush = r.persisted
 		} else {

@@ -1,0 +1,263 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The fault suite: rounds of fill keys → write load → fault → catch up →
+// check that every key whose row changed after it was filled is gone.
+// CDCD_CHAOS_ROUNDS sets the number of rounds (make chaos runs more).
+
+// fault breaks something during a round's write load and heals it.
+type fault struct {
+	name string
+	// inject runs while the load writes; it must leave cdcd running and
+	// every server healthy when it returns.
+	inject func(t *testing.T, c *chaos)
+}
+
+// chaos is the world of the fault suite: cdcd reaches Postgres through a
+// proxy whose connections can be cut.
+type chaos struct {
+	e      *env
+	proxy  *tcpProxy
+	dbURL  string // through the proxy
+	active *daemon
+	extra  []string
+}
+
+func (c *chaos) start(t *testing.T) *daemon {
+	t.Helper()
+	saved := c.e.dbURL
+	c.e.dbURL = c.dbURL
+	defer func() { c.e.dbURL = saved }()
+	return c.e.startDaemon(c.extra...)
+}
+
+func (c *chaos) spawn(t *testing.T) *daemon {
+	t.Helper()
+	saved := c.e.dbURL
+	c.e.dbURL = c.dbURL
+	defer func() { c.e.dbURL = saved }()
+	return c.e.spawn(c.extra...)
+}
+
+// readOnlyThenKill: Redis refuses writes and cdcd dies before it comes
+// back: whatever it held must not have been acknowledged.
+var readOnlyThenKill = fault{"redis read-only, then kill -9", func(t *testing.T, c *chaos) {
+	promote := readOnly(t)
+	time.Sleep(2500 * time.Millisecond)
+	_ = c.active.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.active.done
+	promote()
+	c.active = c.start(t)
+}}
+
+var faults = []fault{
+	{"kill -9 of cdcd", func(t *testing.T, c *chaos) {
+		c.active.kill()
+		time.Sleep(500 * time.Millisecond)
+		c.active = c.start(t)
+	}},
+	{"postgres fast restart", func(t *testing.T, c *chaos) {
+		if err := pg.Restart(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"redis read-only", func(t *testing.T, c *chaos) {
+		promote := readOnly(t)
+		time.Sleep(2 * time.Second)
+		promote()
+	}},
+	{"redis restarted empty", func(t *testing.T, c *chaos) {
+		if err := rds.Restart(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"redis frozen past the client timeout", func(t *testing.T, c *chaos) {
+		if err := rds.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * time.Second)
+		if err := rds.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"network to postgres cut", func(t *testing.T, c *chaos) {
+		c.proxy.Cut()
+		time.Sleep(2 * time.Second)
+		c.proxy.Restore()
+	}},
+	readOnlyThenKill,
+	{"two instances racing for the slot", func(t *testing.T, c *chaos) {
+		other := c.spawn(t)
+		time.Sleep(time.Second)
+		c.active.kill()
+		other.waitReady(20 * time.Second)
+		c.active = other
+	}},
+}
+
+// writeLoad commits single-row transactions until stopped, riding out
+// server restarts. The n-th write inserts a row for run base+n, or moves an
+// existing row to it (changing its old run too), so each run is first
+// touched once: a lost transaction is not hidden by a later one. It records
+// the runs whose transaction certainly committed.
+type writeLoad struct {
+	stop    chan struct{}
+	done    chan struct{}
+	mu      sync.Mutex
+	changed map[int]bool
+}
+
+func startWriteLoad(e *env, base, max int) *writeLoad {
+	w := &writeLoad{stop: make(chan struct{}), done: make(chan struct{}), changed: map[int]bool{}}
+	go func() {
+		defer close(w.done)
+		ctx := context.Background()
+		for n := 1; n <= max; {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			run := base + n
+			touched := []int{run}
+			var err error
+			if n%3 != 0 {
+				_, err = e.db.Exec(ctx, `INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 's', 'h')`, run)
+			} else {
+				var from int
+				err = e.db.QueryRow(ctx, `UPDATE climate_runs c SET run_id = $1
+					FROM (SELECT id, run_id FROM climate_runs WHERE run_id > $2 ORDER BY id DESC LIMIT 1 FOR UPDATE) old
+					WHERE c.id = old.id RETURNING old.run_id`, run, base).Scan(&from)
+				if errors.Is(err, pgx.ErrNoRows) {
+					err = nil
+				}
+				touched = append(touched, from)
+			}
+			if err != nil {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			w.mu.Lock()
+			for _, r := range touched {
+				if r > base {
+					w.changed[r] = true
+				}
+			}
+			w.mu.Unlock()
+			n++
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return w
+}
+
+func (w *writeLoad) finish() map[int]bool {
+	close(w.stop)
+	<-w.done
+	return w.changed
+}
+
+func chaosRounds(t *testing.T) int {
+	if s := os.Getenv("CDCD_CHAOS_ROUNDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("CDCD_CHAOS_ROUNDS: %v", err)
+		}
+		return n
+	}
+	return 3 * len(faults)
+}
+
+// runChaos runs rounds and returns the number of stale keys found.
+func runChaos(t *testing.T, c *chaos, faultsToRun []fault, rounds int) int {
+	const perRound = 20000
+	stale := 0
+	for round := 0; round < rounds; round++ {
+		f := faultsToRun[round%len(faultsToRun)]
+		base := round * perRound
+		keys := make([]string, 0, perRound)
+		for run := base + 1; run <= base+perRound; run++ {
+			keys = append(keys, fmt.Sprintf("nodb:%d:climate", run))
+		}
+		c.e.set(keys...)
+		w := startWriteLoad(c.e, base, perRound)
+		time.Sleep(500 * time.Millisecond)
+		start := time.Now()
+		f.inject(t, c)
+		time.Sleep(500 * time.Millisecond)
+		changed := w.finish()
+		c.active.waitReady(30 * time.Second)
+		c.e.waitConfirmed(c.e.lsn(), 60*time.Second)
+		n := 0
+		for run := range changed {
+			if c.e.exists(fmt.Sprintf("nodb:%d:climate", run)) {
+				n++
+			}
+		}
+		t.Logf("round %d: %-38s %5d runs changed, %d stale keys (fault took %s)", round+1, f.name, len(changed), n, time.Since(start).Round(time.Millisecond))
+		stale += n
+	}
+	return stale
+}
+
+func newChaos(t *testing.T, extra ...string) *chaos {
+	t.Helper()
+	e := newEnv(t)
+	proxy := startProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))
+	c := &chaos{e: e, proxy: proxy, extra: extra,
+		dbURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", proxy.Port, dbNameOf(e.dbURL))}
+	c.active = c.start(t)
+	return c
+}
+
+func dbNameOf(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+func TestFaultSuite(t *testing.T) {
+	c := newChaos(t)
+	rounds := chaosRounds(t)
+	if stale := runChaos(t, c, faults, rounds); stale > 0 {
+		t.Errorf("%d stale keys over %d rounds", stale, rounds)
+	}
+}
+
+// The checker catches a daemon that acknowledges before applying: the same
+// suite, against a build made to do exactly that, must find stale keys.
+func TestFaultSuiteCatchesAckBeforeApply(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "cdcd-ackfirst")
+	build := exec.Command("go", "build", "-tags", "cdcd_ackfirst", "-o", bin, "./cmd/cdcd")
+	build.Dir = repoDir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	saved := binary
+	binary = bin
+	defer func() { binary = saved }()
+
+	c := newChaos(t)
+	if stale := runChaos(t, c, []fault{readOnlyThenKill}, 3); stale == 0 {
+		t.Fatal("the checker found no stale key in a daemon that acknowledges before applying")
+	}
+}
