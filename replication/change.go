@@ -215,3 +215,11 @@ type Committed struct {
 	Commit
 	Tx Tx
 }
+
+// Merger is implemented by a Tx that can absorb another Tx holding a later
+// part of the same transaction. Streamed transactions (protocol v2) arrive
+// in parts, one per run of a subtransaction's changes, so that an aborted
+// subtransaction's parts can be dropped; the rest are merged in order.
+type Merger interface {
+	Merge(later Tx)
+}

@@ -21,6 +21,12 @@ const (
 	msgDelete   = 'D'
 	msgTruncate = 'T'
 	msgMessage  = 'M'
+
+	// Protocol v2 streaming of in-progress transactions.
+	msgStreamStart  = 'S'
+	msgStreamStop   = 'E'
+	msgStreamCommit = 'c'
+	msgStreamAbort  = 'A'
 )
 
 // reader walks a pgoutput message with bounds checks: pglogrepl's decoders
@@ -152,6 +158,9 @@ type decoder struct {
 	// primaryKeys maps "schema.table" to primary key column names, from the
 	// catalog; attached to relations as they arrive.
 	primaryKeys map[string][]string
+	// inStream is set between Stream Start and Stream Stop, where every
+	// data message carries the (sub)transaction id after its type.
+	inStream bool
 }
 
 func newDecoder(primaryKeys map[string][]string) *decoder {
@@ -166,11 +175,60 @@ type event struct {
 	change   *Change   // valid until the next decode
 	truncate []*Change // one per relation
 	relation *Relation
+
+	// Protocol v2 streaming.
+	xid          uint32 // of a change or truncate inside a stream block
+	streamStart  *streamStart
+	streamStop   bool
+	streamCommit *Commit // with Xid set
+	streamAbort  *streamAbort
+}
+
+type streamStart struct {
+	Xid   uint32
+	First bool
+}
+
+type streamAbort struct {
+	Xid, SubXid uint32
 }
 
 func (d *decoder) decode(msg []byte) (ev event, err error) {
 	r := reader{buf: msg}
-	switch t := r.byte1("message type"); t {
+	t := r.byte1("message type")
+	if d.inStream {
+		switch t {
+		case msgRelation, msgType, msgInsert, msgUpdate, msgDelete, msgTruncate, msgMessage, msgOrigin:
+			ev.xid = r.uint32("stream xid")
+		}
+	}
+	switch t {
+	case msgStreamStart:
+		if d.inStream {
+			return ev, fmt.Errorf("%w: Stream Start inside a stream", ErrMalformed)
+		}
+		st := &streamStart{Xid: r.uint32("stream start xid"), First: r.byte1("stream start first") == 1}
+		if r.err == nil {
+			d.inStream = true
+			ev.streamStart = st
+		}
+	case msgStreamStop:
+		if !d.inStream {
+			return ev, fmt.Errorf("%w: Stream Stop outside a stream", ErrMalformed)
+		}
+		d.inStream = false
+		ev.streamStop = true
+	case msgStreamCommit:
+		c := &Commit{}
+		c.Xid = r.uint32("stream commit xid")
+		r.byte1("stream commit flags")
+		c.CommitLSN = r.lsn("stream commit lsn")
+		c.EndLSN = r.lsn("stream commit end lsn")
+		c.CommitTime = r.time("stream commit time")
+		ev.streamCommit = c
+	case msgStreamAbort:
+		a := &streamAbort{Xid: r.uint32("stream abort xid"), SubXid: r.uint32("stream abort subxid")}
+		ev.streamAbort = a
 	case msgBegin:
 		b := &Begin{}
 		b.FinalLSN = r.lsn("begin final lsn")
@@ -215,9 +273,10 @@ func (d *decoder) decode(msg []byte) (ev event, err error) {
 	case msgInsert, msgUpdate, msgDelete:
 		ch := &d.change
 		*ch = Change{}
-		rel := d.rels[r.uint32("relation id")]
+		relID := r.uint32("relation id")
+		rel := d.rels[relID]
 		if r.err == nil && rel == nil {
-			return ev, fmt.Errorf("%w: change for relation id %d before its Relation message", ErrMalformed, binary.BigEndian.Uint32(msg[1:]))
+			return ev, fmt.Errorf("%w: change for relation id %d before its Relation message", ErrMalformed, relID)
 		}
 		ch.Rel = rel
 		n := 0

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -365,12 +366,16 @@ func (s *Stream) session(ctx context.Context) (err error) {
 	}
 	s.ack(slot.confirmed)
 
+	// Protocol v2 streams large in-progress transactions (PostgreSQL 14+)
+	// instead of spilling them to disk on the server until they commit.
+	args := []string{"proto_version '1'"}
+	if rows, err := query(ctx, conn, "SHOW server_version_num"); err == nil && len(rows) == 1 && atoi(rows[0][0]) >= 140000 {
+		args = []string{"proto_version '2'", "streaming 'on'"}
+	}
+	args = append(args, "publication_names "+quoteLiteral(quoteIdent(s.cfg.Publication)))
 	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		Mode: pglogrepl.LogicalReplication,
-		PluginArgs: []string{
-			"proto_version '1'",
-			"publication_names " + quoteLiteral(quoteIdent(s.cfg.Publication)),
-		},
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: args,
 	})
 	if err != nil {
 		if sqlstate(err) == sqlstateObjectNotInState {
@@ -425,6 +430,24 @@ type receiver struct {
 	nextStatus  time.Time
 	deadlineSet time.Time
 	persisted   pglogrepl.LSN // highest position BeforeConfirm accepted
+
+	// Streamed (protocol v2) transactions in progress, by top-level xid,
+	// and the one whose stream block is open.
+	streams map[uint32]*streamedTx
+	stream  *streamedTx
+}
+
+// streamedTx is an in-progress transaction the server streams in blocks.
+// Its changes go to one part per run of a (sub)transaction's changes, so
+// that a subtransaction's abort drops exactly its parts.
+type streamedTx struct {
+	xid   uint32
+	parts []streamPart
+}
+
+type streamPart struct {
+	subxid uint32
+	tx     Tx
 }
 
 func (r *receiver) loop(ctx context.Context) error {
@@ -498,7 +521,7 @@ func (r *receiver) setDeadline() {
 
 // idle reports whether nothing received is unapplied: then a keepalive's
 // position may be confirmed.
-func (r *receiver) idle() bool { return !r.inTx && r.s.pending.Load() == 0 }
+func (r *receiver) idle() bool { return !r.inTx && len(r.streams) == 0 && r.s.pending.Load() == 0 }
 
 func (r *receiver) sendStatus(replyRequested bool) error {
 	flush := r.s.Acked()
@@ -594,6 +617,9 @@ func (r *receiver) handleMessage(ctx context.Context, msg []byte) error {
 	if err != nil {
 		return err
 	}
+	if handled, err := r.handleStream(ctx, ev); handled || err != nil {
+		return err
+	}
 	switch {
 	case ev.begin != nil:
 		if r.inTx {
@@ -628,6 +654,80 @@ func (r *receiver) handleMessage(ctx context.Context, msg []byte) error {
 		r.s.m.attach(ev.relation)
 	}
 	return nil
+}
+
+// handleStream handles protocol v2 streaming: stream blocks, changes inside
+// them, and the stream commit or abort that ends a transaction.
+func (r *receiver) handleStream(ctx context.Context, ev event) (bool, error) {
+	switch {
+	case ev.streamStart != nil:
+		if r.streams == nil {
+			r.streams = make(map[uint32]*streamedTx)
+		}
+		st := r.streams[ev.streamStart.Xid]
+		if st == nil {
+			st = &streamedTx{xid: ev.streamStart.Xid}
+			r.streams[st.xid] = st
+		}
+		r.stream = st
+	case ev.streamStop:
+		r.stream = nil
+	case r.stream != nil && (ev.change != nil || ev.truncate != nil):
+		st := r.stream
+		if n := len(st.parts); n == 0 || st.parts[n-1].subxid != ev.xid {
+			st.parts = append(st.parts, streamPart{subxid: ev.xid, tx: r.s.cfg.Begin(Begin{Xid: st.xid})})
+		}
+		tx := st.parts[len(st.parts)-1].tx
+		if ev.change != nil {
+			r.s.m.countChange(ev.change)
+			tx.Add(ev.change)
+		}
+		for _, c := range ev.truncate {
+			r.s.m.countChange(c)
+			tx.Add(c)
+		}
+	case r.stream != nil && ev.relation != nil:
+		r.s.m.attach(ev.relation)
+	case ev.streamAbort != nil:
+		a := ev.streamAbort
+		st := r.streams[a.Xid]
+		if st == nil {
+			return true, nil
+		}
+		if a.SubXid == a.Xid {
+			delete(r.streams, a.Xid)
+			return true, nil
+		}
+		kept := st.parts[:0]
+		for _, p := range st.parts {
+			if p.subxid != a.SubXid {
+				kept = append(kept, p)
+			}
+		}
+		clear(st.parts[len(kept):])
+		st.parts = kept
+	case ev.streamCommit != nil:
+		c := ev.streamCommit
+		st := r.streams[c.Xid]
+		delete(r.streams, c.Xid)
+		var tx Tx
+		if st != nil && len(st.parts) > 0 {
+			tx = st.parts[0].tx
+			for _, p := range st.parts[1:] {
+				if m, ok := tx.(Merger); ok {
+					m.Merge(p.tx)
+				} else {
+					return true, fmt.Errorf("streamed transaction %d: its Tx cannot merge subtransaction parts", c.Xid)
+				}
+			}
+		} else {
+			tx = r.s.cfg.Begin(Begin{Xid: c.Xid, FinalLSN: c.CommitLSN, CommitTime: c.CommitTime})
+		}
+		return true, r.deliver(ctx, Committed{Commit: *c, Tx: tx})
+	default:
+		return false, nil
+	}
+	return true, nil
 }
 
 // deliver queues a committed transaction for the applier. While the queue
@@ -675,3 +775,8 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.cur = 0 }
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}

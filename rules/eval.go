@@ -395,8 +395,9 @@ type rowState struct {
 	table         string
 	before, after []watched // when_changed columns, then require_changed
 	pk            []ColumnValue
-	known         bool // every watched value could be read
-	skip          bool // inserted or deleted in the transaction
+	known         bool   // every watched value could be read
+	skip          bool   // inserted or deleted in the transaction
+	firstKey      string // the row's key when the transaction first saw it
 }
 
 type watched struct {
@@ -413,7 +414,7 @@ func (b *Builder) track(inv *boundInvariant, c *replication.Change, bind *bindin
 	}
 	st := b.rows[oldKey]
 	if st == nil {
-		st = &rowState{inv: inv, table: c.Rel.Table(), known: true}
+		st = &rowState{inv: inv, table: c.Rel.Table(), known: true, firstKey: oldKey}
 		st.before = b.watch(st, inv, c.OldValue)
 		b.rowOrder = append(b.rowOrder, st)
 	} else {
@@ -451,7 +452,7 @@ func (b *Builder) forget(inv *boundInvariant, c *replication.Change, get func(in
 	if st := b.rows[key]; st != nil {
 		st.skip = true
 	}
-	st := &rowState{inv: inv, skip: true}
+	st := &rowState{inv: inv, skip: true, firstKey: key}
 	b.rowOrder = append(b.rowOrder, st)
 	b.rows[key] = st
 }
@@ -636,4 +637,80 @@ func (b *Builder) Plan(c replication.Commit) *Plan {
 		p.Messages = append(p.Messages, Message{Channel: s.channel, Section: s.name, Payload: payload})
 	}
 	return p
+}
+
+var _ replication.Merger = (*Builder)(nil)
+
+// Merge absorbs later, the plan of a later part of the same transaction
+// (a streamed subtransaction): its keys, patterns and revisions are added,
+// and a row's state before the transaction stays the earlier part's while
+// its state at commit becomes the later part's.
+func (b *Builder) Merge(later replication.Tx) {
+	l, ok := later.(*Builder)
+	if !ok || l == b {
+		return
+	}
+	b.changes += l.changes
+	byName := make(map[string]*section, len(b.rules.sections))
+	for _, s := range b.rules.sections {
+		byName[s.name] = s
+	}
+	for _, s := range l.touched {
+		b.touch(s)
+	}
+	for s := range l.escalated {
+		if !b.escalated[s] {
+			b.escalate(s, "merge")
+		}
+	}
+	for _, k := range l.keys {
+		b.add(k.Key, byName[k.Section], k.Rule, k.From, false)
+	}
+	for _, p := range l.pats {
+		if b.patterns == nil {
+			b.patterns = make(map[string]int)
+		}
+		id := p.Section + "\x00" + p.Pattern
+		if _, ok := b.patterns[id]; !ok {
+			b.patterns[id] = len(b.pats)
+			b.pats = append(b.pats, p)
+		}
+	}
+	for _, r := range l.revs {
+		if b.revIndex == nil {
+			b.revIndex = make(map[string]struct{})
+		}
+		id := r.Key
+		if r.IsPattern {
+			id = "\x00" + r.Key
+		}
+		if _, ok := b.revIndex[id]; !ok {
+			b.revIndex[id] = struct{}{}
+			b.revs = append(b.revs, r)
+		}
+	}
+	for _, m := range l.missing {
+		if !slices.Contains(b.missing, m) {
+			b.missing = append(b.missing, m)
+		}
+	}
+	if b.rows == nil {
+		b.rows = make(map[string]*rowState)
+	}
+	for key, st := range l.rows {
+		prev := b.rows[st.firstKey]
+		if prev == nil {
+			b.rows[key] = st
+			b.rowOrder = append(b.rowOrder, st)
+			continue
+		}
+		delete(b.rows, st.firstKey)
+		prev.after = st.after
+		if st.pk != nil {
+			prev.pk = st.pk
+		}
+		prev.known = prev.known && st.known
+		prev.skip = prev.skip || st.skip
+		b.rows[key] = prev
+	}
 }
