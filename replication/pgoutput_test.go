@@ -267,3 +267,40 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeStreaming(t *testing.T) {
+	d := newDecoder(nil)
+	evs := decodeAll(t, d,
+		m('S').u32(77).u8(1),
+		m('R').u32(77).u32(7).str("public").str("runs").u8('f').u16(1).u8(1).str("id").u32(20).u32(0),
+		m('I').u32(78).u32(7).u8('N').cols(1).text("1"),
+		m('E'),
+		m('A').u32(77).u32(78),
+		m('c').u32(77).u8(0).u64(0x100).u64(0x180).u64(pgTime(commitAt)),
+	)
+	if s := evs[0].streamStart; s == nil || s.Xid != 77 || !s.First {
+		t.Errorf("stream start %+v", s)
+	}
+	if evs[1].relation == nil || evs[1].xid != 77 {
+		t.Errorf("relation in stream: %+v", evs[1])
+	}
+	if evs[2].change == nil || evs[2].xid != 78 || str(evs[2].change.NewValue(0)) != "1" {
+		t.Errorf("change in stream: %+v", evs[2])
+	}
+	if !evs[3].streamStop {
+		t.Error("stream stop")
+	}
+	if a := evs[4].streamAbort; a == nil || a.Xid != 77 || a.SubXid != 78 {
+		t.Errorf("stream abort %+v", a)
+	}
+	if c := evs[5].streamCommit; c == nil || c.Xid != 77 || c.CommitLSN != 0x100 || c.EndLSN != 0x180 {
+		t.Errorf("stream commit %+v", c)
+	}
+	// Outside a stream, changes carry no xid.
+	if ev := decodeAll(t, d, m('I').u32(7).u8('N').cols(1).text("2"))[0]; ev.xid != 0 || ev.change == nil {
+		t.Errorf("change outside a stream: %+v", ev)
+	}
+	if _, err := newDecoder(nil).decode(m('E')); !errors.Is(err, ErrMalformed) {
+		t.Errorf("stream stop outside a stream: %v", err)
+	}
+}
