@@ -535,3 +535,17 @@ func MustPostgres(t testing.TB) *Postgres {
 	})
 	return p
 }
+
+// Tool returns the path of a PostgreSQL client program (pg_recvlogical,
+// pgbench) from the server's installation.
+func Tool(name string) (string, error) {
+	dir, err := pgBinDir()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		return exec.LookPath(name)
+	}
+	return p, nil
+}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/testenv"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -34,7 +35,7 @@ type fault struct {
 // proxy whose connections can be cut.
 type chaos struct {
 	e      *env
-	proxy  *tcpProxy
+	proxy  *testenv.Proxy
 	dbURL  string // through the proxy
 	active *daemon
 	extra  []string
@@ -220,7 +221,7 @@ func runChaos(t *testing.T, c *chaos, faultsToRun []fault, rounds int) int {
 func newChaos(t *testing.T, extra ...string) *chaos {
 	t.Helper()
 	e := newEnv(t)
-	proxy := startProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))
+	proxy := testenv.MustProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))
 	c := &chaos{e: e, proxy: proxy, extra: extra,
 		dbURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", proxy.Port, dbNameOf(e.dbURL))}
 	c.active = c.start(t)
