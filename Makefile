@@ -48,6 +48,10 @@ fuzz:
 demo:
 	$(GO) run ./test/demo
 
+## bench: cdcd against pg_recvlogical on private servers; prints one table.
+bench:
+	$(GO) run ./test/bench
+
 lint:
 	$(GO) vet $(PKGS)
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
