@@ -38,6 +38,8 @@ type Config struct {
 	LagWarnBytes int64         `envconfig:"LAG_WARN_BYTES" default:"1073741824"`
 	WALPoll      time.Duration `envconfig:"WAL_POLL" default:"10s"`
 
+	Pprof bool `envconfig:"PPROF" default:"false"`
+
 	AlertWebhookURL string `envconfig:"ALERT_WEBHOOK_URL"`
 	AlertBuffer     int    `envconfig:"ALERT_BUFFER" default:"1000"`
 }
