@@ -234,6 +234,14 @@ func (rs *Rules) bind(rel *replication.Relation) *binding {
 	for _, inv := range tr.invariants {
 		note(inv.name, inv.whenChanged)
 		note(inv.name, inv.requireChanged)
+		for _, s := range inv.sections {
+			for _, t := range s.keys {
+				note(inv.name, t.Columns())
+			}
+			if s.revision != nil {
+				note(inv.name, s.revision.Columns())
+			}
+		}
 		b.invariants = append(b.invariants, boundInvariant{
 			invariant: inv,
 			when:      columnIndexes(rel, inv.whenChanged),

@@ -124,21 +124,23 @@ type Builder struct {
 	lastRel  *replication.Relation
 	lastBind *binding
 
-	keyIndex    map[string]struct{}
-	sectionKeys map[*section]int  // distinct keys collected per section
-	escalated   map[*section]bool // sections past the key limit
-	keys        []Key
-	patterns    map[string]int // section+pattern -> index in pats
-	pats        []Pattern
-	revIndex    map[string]struct{}
-	revs        []Revision
-	touched     []*section // sections invalidated, in first-touch order
-	touchedSet  map[*section]struct{}
-	violations  []Violation
-	missing     []MissingColumn
-	rows        map[string]*rowState // invariant + row key -> state
-	rowOrder    []*rowState
-	changes     int
+	keyIndex     map[string]struct{}
+	sectionKeys  map[*section]int  // distinct keys collected per section
+	escalated    map[*section]bool // sections past the key limit
+	sectionRevs  map[*section]int  // distinct revision keys per section
+	revEscalated map[*section]bool // sections past the limit for revisions
+	keys         []Key
+	patterns     map[string]int // section+pattern -> index in pats
+	pats         []Pattern
+	revIndex     map[string]struct{}
+	revs         []Revision
+	touched      []*section // sections invalidated, in first-touch order
+	touchedSet   map[*section]struct{}
+	violations   []Violation
+	missing      []MissingColumn
+	rows         map[string]*rowState // invariant + row key -> state
+	rowOrder     []*rowState
+	changes      int
 
 	buf  []byte
 	vals [][]byte
@@ -305,13 +307,23 @@ func (b *Builder) render(t *Template, cols []int, get func(int) (replication.Val
 
 func (b *Builder) add(key string, s *section, by, from string, revision bool) {
 	if revision {
+		if b.revEscalated[s] {
+			return
+		}
 		if b.revIndex == nil {
 			b.revIndex = make(map[string]struct{})
+			b.sectionRevs = make(map[*section]int)
 		}
-		if _, ok := b.revIndex[key]; !ok {
-			b.revIndex[key] = struct{}{}
-			b.revs = append(b.revs, Revision{Key: key, Section: s.name})
+		if _, ok := b.revIndex[key]; ok {
+			return
 		}
+		if b.sectionRevs[s] >= b.rules.maxKeys() {
+			b.escalateRevisions(s)
+			return
+		}
+		b.sectionRevs[s]++
+		b.revIndex[key] = struct{}{}
+		b.revs = append(b.revs, Revision{Key: key, Section: s.name})
 		return
 	}
 	if b.escalated[s] {
@@ -321,7 +333,10 @@ func (b *Builder) add(key string, s *section, by, from string, revision bool) {
 		b.keyIndex = make(map[string]struct{})
 		b.sectionKeys = make(map[*section]int)
 	}
-	if _, ok := b.keyIndex[key]; ok {
+	// Keys are unique per section: a key two sections share is announced on
+	// both sections' channels (the sink still unlinks it once).
+	id := s.name + "\x00" + key
+	if _, ok := b.keyIndex[id]; ok {
 		return
 	}
 	if b.sectionKeys[s] >= b.rules.maxKeys() {
@@ -329,8 +344,35 @@ func (b *Builder) add(key string, s *section, by, from string, revision bool) {
 		return
 	}
 	b.sectionKeys[s]++
-	b.keyIndex[key] = struct{}{}
+	b.keyIndex[id] = struct{}{}
 	b.keys = append(b.keys, Key{Key: key, Section: s.name, Rule: by, From: from})
+}
+
+// escalateRevisions replaces a section's collected revision keys by the
+// revision template's pattern, as escalate does for keys.
+func (b *Builder) escalateRevisions(s *section) {
+	if b.revEscalated == nil {
+		b.revEscalated = make(map[*section]bool)
+	}
+	b.revEscalated[s] = true
+	kept := b.revs[:0]
+	for _, r := range b.revs {
+		if r.Section == s.name && !r.IsPattern {
+			delete(b.revIndex, r.Key)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	clear(b.revs[len(kept):])
+	b.revs = kept
+	delete(b.sectionRevs, s)
+	if s.revision != nil && !s.revision.IsLiteral() {
+		p := s.revision.Pattern()
+		if _, ok := b.revIndex["\x00"+p]; !ok {
+			b.revIndex["\x00"+p] = struct{}{}
+			b.revs = append(b.revs, Revision{Key: p, Section: s.name, IsPattern: true})
+		}
+	}
 }
 
 // escalate replaces a section's collected keys by its key patterns: memory
@@ -343,7 +385,7 @@ func (b *Builder) escalate(s *section, by string) {
 	kept := b.keys[:0]
 	for _, k := range b.keys {
 		if k.Section == s.name && k.From != FromLiteral {
-			delete(b.keyIndex, k.Key)
+			delete(b.keyIndex, k.Section+"\x00"+k.Key)
 			continue
 		}
 		kept = append(kept, k)

@@ -816,3 +816,43 @@ func TestEscalationBoundsKeys(t *testing.T) {
 		t.Errorf("under the limit: %d keys, %d patterns", len(p.Keys), len(p.Patterns))
 	}
 }
+
+func TestSharedKeyAnnouncedOnEverySection(t *testing.T) {
+	f, err := rules.Parse("x.json", []byte(`{"sections": {
+		"a": {"keys": ["shared:{run_id}"], "channel": "ca"},
+		"b": {"keys": ["shared:{run_id}"], "channel": "cb"}},
+		"rules": [{"name": "r", "tables": ["public.runs"], "invalidate": ["a", "b"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := rules.Compile(f)
+	b := rs.Begin(replication.Begin{})
+	b.Add(ins(runsF, "1", "7"))
+	p := b.Plan(replication.Commit{})
+	if len(p.Messages) != 2 {
+		t.Fatalf("%d messages", len(p.Messages))
+	}
+	for _, m := range p.Messages {
+		if !strings.Contains(string(m.Payload), `"keys":["shared:7"]`) {
+			t.Errorf("channel %s: %s", m.Channel, m.Payload)
+		}
+	}
+}
+
+func TestRevisionsEscalate(t *testing.T) {
+	f, err := rules.Parse("x.json", []byte(`{"sections": {"s": {"keys": ["k:{run_id}"], "revision": "rev:{run_id}"}},
+		"rules": [{"name": "r", "tables": ["public.runs"], "invalidate": ["s"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := rules.Compile(f)
+	rs.MaxTxKeys = 10
+	b := rs.Begin(replication.Begin{})
+	for i := 0; i < 1000; i++ {
+		b.Add(ins(runsF, fmt.Sprint(i), fmt.Sprint(i)))
+	}
+	p := b.Plan(replication.Commit{})
+	if len(p.Revisions) != 1 || !p.Revisions[0].IsPattern || p.Revisions[0].Key != "rev:*" {
+		t.Errorf("revisions %+v", p.Revisions)
+	}
+}
