@@ -105,7 +105,7 @@ func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([
 			fd := owner
 			fd.Severity, fd.Pos, fd.Table = Error, pos, name
 			fd.Msg = fmt.Sprintf("table %s is not in publication %s: ALTER PUBLICATION %s ADD TABLE %s",
-				name, publication, quoteIdent(publication), name)
+				name, publication, pgx.Identifier{publication}.Sanitize(), name)
 			out = append(out, fd)
 		}
 		return t
@@ -233,8 +233,6 @@ func identityName(b byte) string {
 	}
 	return "FULL"
 }
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 func describe(ctx context.Context, q Querier, name string) (*table, error) {
 	schema, rel, _ := strings.Cut(name, ".")

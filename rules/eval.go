@@ -35,26 +35,26 @@ const (
 
 // Key is one exact key to delete.
 type Key struct {
-	Key     string
-	Section string
-	Rule    string // the rule or invariant that produced it first
-	From    string // FromNew, FromOld or FromLiteral (or "old+new")
+	Key     string `json:"key"`
+	Section string `json:"section"`
+	Rule    string `json:"rule"` // the rule or invariant that produced it first
+	From    string `json:"from"` // FromNew, FromOld or FromLiteral
 }
 
 // Pattern is a section's key pattern to delete with SCAN + UNLINK.
 type Pattern struct {
-	Pattern string
-	Section string
-	Rule    string
-	Reason  string
+	Pattern string `json:"pattern"`
+	Section string `json:"section"`
+	Rule    string `json:"rule"`
+	Reason  string `json:"reason"`
 }
 
 // Revision is a revision key set to the commit LSN. With IsPattern, Key is a
 // SCAN pattern and every existing key matching it is set.
 type Revision struct {
-	Key       string
-	Section   string
-	IsPattern bool
+	Key       string `json:"key"`
+	Section   string `json:"section"`
+	IsPattern bool   `json:"is_pattern,omitempty"`
 }
 
 // Message is one channel message.
@@ -124,11 +124,11 @@ type Builder struct {
 	lastRel  *replication.Relation
 	lastBind *binding
 
-	keyIndex     map[string]struct{}
-	sectionKeys  map[*section]int  // distinct keys collected per section
-	escalated    map[*section]bool // sections past the key limit
-	sectionRevs  map[*section]int  // distinct revision keys per section
-	revEscalated map[*section]bool // sections past the limit for revisions
+	keyIndex     map[*section]map[string]struct{} // keys collected, per section
+	sectionKeys  map[*section]int                 // distinct keys collected per section
+	escalated    map[*section]bool                // sections past the key limit
+	sectionRevs  map[*section]int                 // distinct revision keys per section
+	revEscalated map[*section]bool                // sections past the limit for revisions
 	keys         []Key
 	patterns     map[string]int // section+pattern -> index in pats
 	pats         []Pattern
@@ -329,22 +329,24 @@ func (b *Builder) add(key string, s *section, by, from string, revision bool) {
 	if b.escalated[s] {
 		return
 	}
-	if b.keyIndex == nil {
-		b.keyIndex = make(map[string]struct{})
-		b.sectionKeys = make(map[*section]int)
-	}
 	// Keys are unique per section: a key two sections share is announced on
 	// both sections' channels (the sink still unlinks it once).
-	id := s.name + "\x00" + key
-	if _, ok := b.keyIndex[id]; ok {
+	if b.keyIndex == nil {
+		b.keyIndex = make(map[*section]map[string]struct{})
+	}
+	index := b.keyIndex[s]
+	if index == nil {
+		index = make(map[string]struct{})
+		b.keyIndex[s] = index
+	}
+	if _, ok := index[key]; ok {
 		return
 	}
-	if b.sectionKeys[s] >= b.rules.maxKeys() {
+	if len(index) >= b.rules.maxKeys() {
 		b.escalate(s, by)
 		return
 	}
-	b.sectionKeys[s]++
-	b.keyIndex[id] = struct{}{}
+	index[key] = struct{}{}
 	b.keys = append(b.keys, Key{Key: key, Section: s.name, Rule: by, From: from})
 }
 
@@ -385,14 +387,13 @@ func (b *Builder) escalate(s *section, by string) {
 	kept := b.keys[:0]
 	for _, k := range b.keys {
 		if k.Section == s.name && k.From != FromLiteral {
-			delete(b.keyIndex, k.Section+"\x00"+k.Key)
+			delete(b.keyIndex[s], k.Key)
 			continue
 		}
 		kept = append(kept, k)
 	}
 	clear(b.keys[len(kept):])
 	b.keys = kept
-	delete(b.sectionKeys, s)
 	for _, t := range s.keys {
 		if t.IsLiteral() {
 			continue

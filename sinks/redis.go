@@ -11,20 +11,25 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// lsnBehind is a Lua function: whether pg_lsn text cur is at or past new.
+// A value that is not an LSN is never ahead, so it is overwritten.
+const lsnBehind = `
+local function ahead(cur, new)
+  if not cur then return false end
+  local ch, cl = string.match(cur, '^(%x+)/(%x+)$')
+  local nh, nl = string.match(new, '^(%x+)/(%x+)$')
+  if not (ch and nh) then return false end
+  ch, cl, nh, nl = tonumber(ch, 16), tonumber(cl, 16), tonumber(nh, 16), tonumber(nl, 16)
+  return ch > nh or (ch == nh and cl >= nl)
+end
+`
+
 // setRevision sets KEYS[1] to ARGV[1], a pg_lsn text, unless it already
 // holds a later LSN: a transaction re-sent after a restart must not move a
-// revision backwards. A value that is not an LSN (or not a string) is
-// overwritten.
-var setRevision = redis.NewScript(`
+// revision backwards. A key of another type is overwritten.
+var setRevision = redis.NewScript(lsnBehind + `
 local ok, cur = pcall(redis.call, 'GET', KEYS[1])
-if ok and cur then
-  local ch, cl = string.match(cur, '^(%x+)/(%x+)$')
-  if ch then
-    local nh, nl = string.match(ARGV[1], '^(%x+)/(%x+)$')
-    ch, cl, nh, nl = tonumber(ch, 16), tonumber(cl, 16), tonumber(nh, 16), tonumber(nl, 16)
-    if ch > nh or (ch == nh and cl >= nl) then return 0 end
-  end
-end
+if ok and ahead(cur, ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 `)
@@ -153,21 +158,34 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 		}
 	}
 	flush()
+	// Revisions only move forward, so a batch sets each to the last LSN that
+	// names it, and scans a revision pattern once.
+	revs := make(map[rules.Revision]string)
+	var order []rules.Revision
 	for _, p := range plans {
-		lsn := p.CommitLSN.String()
 		for _, rev := range p.Revisions {
-			if !rev.IsPattern {
-				setRevision.Eval(ctx, pipe, []string{rev.Key}, lsn)
-				continue
+			if _, ok := revs[rev]; !ok {
+				order = append(order, rev)
 			}
-			keys, err := r.scan(ctx, rev.Key)
-			if err != nil {
-				return fmt.Errorf("scan revision keys %q: %w", rev.Key, err)
-			}
-			for _, k := range keys {
-				setRevision.Eval(ctx, pipe, []string{k}, lsn)
-			}
+			revs[rev] = p.CommitLSN.String()
 		}
+	}
+	for _, rev := range order {
+		if !rev.IsPattern {
+			setRevision.Eval(ctx, pipe, []string{rev.Key}, revs[rev])
+			continue
+		}
+		err := r.scanEach(ctx, rev.Key, func(keys []string) error {
+			for _, k := range keys {
+				setRevision.Eval(ctx, pipe, []string{k}, revs[rev])
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("scan revision keys %q: %w", rev.Key, err)
+		}
+	}
+	for _, p := range plans {
 		for _, m := range p.Messages {
 			pipe.Publish(ctx, m.Channel, m.Payload)
 		}
@@ -188,29 +206,26 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 	return nil
 }
 
-func (r *Redis) scan(ctx context.Context, pattern string) ([]string, error) {
-	var out []string
-	var cursor uint64
-	for {
-		keys, next, err := r.client.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, keys...)
-		if next == 0 {
-			return out, nil
-		}
-		cursor = next
-	}
-}
-
-func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
+// scanEach calls fn with each page of keys matching pattern.
+func (r *Redis) scanEach(ctx context.Context, pattern string, fn func(keys []string) error) error {
 	var cursor uint64
 	for {
 		keys, next, err := r.client.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
 		if err != nil {
 			return err
 		}
+		if err := fn(keys); err != nil {
+			return err
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
+	return r.scanEach(ctx, pattern, func(keys []string) error {
 		for len(keys) > 0 {
 			n := min(len(keys), r.cfg.UnlinkBatch)
 			if err := r.client.Unlink(ctx, keys[:n]...).Err(); err != nil {
@@ -218,9 +233,6 @@ func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
 			}
 			keys = keys[n:]
 		}
-		if next == 0 {
-			return nil
-		}
-		cursor = next
-	}
+		return nil
+	})
 }

@@ -45,16 +45,8 @@ func (r *Redis) ResetState(ctx context.Context, slot string, st State) error {
 }
 
 // advanceState moves the recorded position forward (never back).
-var advanceState = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'confirmed')
-if cur then
-  local ch, cl = string.match(cur, '^(%x+)/(%x+)$')
-  local nh, nl = string.match(ARGV[1], '^(%x+)/(%x+)$')
-  if ch and nh then
-    ch, cl, nh, nl = tonumber(ch, 16), tonumber(cl, 16), tonumber(nh, 16), tonumber(nl, 16)
-    if ch > nh or (ch == nh and cl >= nl) then return 0 end
-  end
-end
+var advanceState = redis.NewScript(lsnBehind + `
+if ahead(redis.call('HGET', KEYS[1], 'confirmed'), ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'confirmed', ARGV[1])
 return 1
 `)

@@ -270,60 +270,37 @@ type jsonPlan struct {
 	Op         string            `json:"op,omitempty"`
 	Xid        uint32            `json:"xid,omitempty"`
 	CommitLSN  string            `json:"commit_lsn,omitempty"`
-	Keys       []jsonKey         `json:"keys"`
-	Patterns   []jsonPattern     `json:"patterns"`
-	Revisions  []jsonRevision    `json:"revisions"`
+	Keys       []rules.Key       `json:"keys"`
+	Patterns   []rules.Pattern   `json:"patterns"`
+	Revisions  []rules.Revision  `json:"revisions"`
 	Messages   []jsonMessage     `json:"messages"`
 	Violations []rules.Violation `json:"violations"`
 }
 
-type jsonKey struct {
-	Key     string `json:"key"`
-	Section string `json:"section"`
-	Rule    string `json:"rule"`
-	From    string `json:"from"`
-}
-
-type jsonPattern struct {
-	Pattern string `json:"pattern"`
-	Section string `json:"section"`
-	Rule    string `json:"rule"`
-	Reason  string `json:"reason"`
-}
-
-type jsonRevision struct {
-	Key       string `json:"key"`
-	Section   string `json:"section"`
-	IsPattern bool   `json:"is_pattern,omitempty"`
-}
-
+// jsonMessage shows a channel message's payload as JSON, not as bytes.
 type jsonMessage struct {
 	Channel string          `json:"channel"`
 	Payload json.RawMessage `json:"payload"`
 }
 
 func planJSON(p *rules.Plan, table, op string) jsonPlan {
-	out := jsonPlan{Table: table, Op: op, Xid: p.Xid, Keys: []jsonKey{}, Patterns: []jsonPattern{},
-		Revisions: []jsonRevision{}, Messages: []jsonMessage{}, Violations: p.Violations}
+	out := jsonPlan{Table: table, Op: op, Xid: p.Xid, Keys: nonNil(p.Keys), Patterns: nonNil(p.Patterns),
+		Revisions: nonNil(p.Revisions), Messages: []jsonMessage{}, Violations: nonNil(p.Violations)}
 	if p.CommitLSN != pglogrepl.LSN(0) {
 		out.CommitLSN = p.CommitLSN.String()
-	}
-	if out.Violations == nil {
-		out.Violations = []rules.Violation{}
-	}
-	for _, k := range p.Keys {
-		out.Keys = append(out.Keys, jsonKey{k.Key, k.Section, k.Rule, k.From})
-	}
-	for _, pt := range p.Patterns {
-		out.Patterns = append(out.Patterns, jsonPattern{pt.Pattern, pt.Section, pt.Rule, pt.Reason})
-	}
-	for _, r := range p.Revisions {
-		out.Revisions = append(out.Revisions, jsonRevision{r.Key, r.Section, r.IsPattern})
 	}
 	for _, m := range p.Messages {
 		out.Messages = append(out.Messages, jsonMessage{m.Channel, m.Payload})
 	}
 	return out
+}
+
+// nonNil makes an empty list print as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func writeJSON(w io.Writer, v any) {

@@ -75,14 +75,7 @@ func (v *verifier) run(ctx context.Context) {
 
 func (v *verifier) verify(ctx context.Context) error {
 	rs := v.d.rules.Load()
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(cctx, v.d.cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	findings, err := catalog.Check(cctx, conn, rs.File(), v.d.cfg.Publication)
+	findings, err := checkLive(ctx, v.d.cfg.DatabaseURL, v.d.cfg.Publication, rs.File())
 	if err != nil {
 		return err
 	}
