@@ -4,17 +4,22 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -30,6 +35,9 @@ var (
 	probes   = flag.Int("probes", 400, "lag probes")
 	pgbenchT = flag.Int("pgbench-seconds", 8, "seconds per write-cost run")
 	bigTx    = flag.Int("big", 1000000, "rows of the single large transaction")
+	rounds   = flag.Int("rounds", 3, "alternating rounds of the write-cost runs")
+	steps    = flag.String("steps", "drain,lag,write,big", "the measures to take, comma-separated")
+	pprofDir = flag.String("pprof", "", "when set, save CPU profiles of cdcd (drain and write cost) in this directory")
 )
 
 type bench struct {
@@ -91,10 +99,14 @@ func run() error {
 	b.rdb = redis.NewClient(opt)
 	defer b.rdb.Close()
 
-	steps := []func() error{b.drain, b.lag, b.writeCost, b.bigTransaction}
-	for _, step := range steps {
+	all := map[string]func() error{"drain": b.drain, "lag": b.lag, "write": b.writeCost, "big": b.bigTransaction, "serve": b.serve}
+	for _, name := range strings.Split(*steps, ",") {
+		step, ok := all[strings.TrimSpace(name)]
+		if !ok {
+			return fmt.Errorf("-steps: unknown measure %q (drain, lag, write, big, serve)", name)
+		}
 		if err := step(); err != nil {
-			return err
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	fmt.Printf("\n%-44s %-28s %s\n", "measure", "cdcd", "reference")
@@ -103,6 +115,16 @@ func run() error {
 		fmt.Printf("%-44s %-28s %s\n", r[0], r[1], r[2])
 	}
 	fmt.Printf("\nmachine: %d CPUs, %s/%s, PostgreSQL and Redis private instances\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}
+
+// serve keeps the private servers running, with the reference schema, until
+// interrupted: for profiling by hand.
+func (b *bench) serve() error {
+	fmt.Printf("CDCD_DATABASE_URL=%s\nCDCD_REDIS_URL=%s\nCDCD_RULES_FILE=%s\n", b.dbURL, b.rds.URL, filepath.Join(b.repo, "rules.json"))
+	ctx, stop := signal.NotifyContext(b.ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
 	return nil
 }
 
@@ -161,9 +183,64 @@ func (b *bench) startCdcd(slot string) (*daemon, error) {
 	d.cmd = exec.Command(b.bin)
 	d.cmd.Env = append(os.Environ(), "CDCD_DATABASE_URL="+b.dbURL, "CDCD_REDIS_URL="+b.rds.URL,
 		"CDCD_RULES_FILE="+filepath.Join(b.repo, "rules.json"), "CDCD_SLOT="+slot, "CDCD_HTTP_ADDR="+d.addr,
-		"CDCD_LOG_LEVEL=warn")
+		"CDCD_LOG_LEVEL=warn", fmt.Sprintf("CDCD_PPROF=%t", *pprofDir != ""))
 	d.cmd.Stderr = os.Stderr
 	return d, d.cmd.Start()
+}
+
+// profile saves a CPU profile of d over the next seconds as DIR/name.prof,
+// when -pprof is set. It returns at once; wait for the result on the channel.
+func (d *daemon) profile(name string, seconds int) <-chan error {
+	done := make(chan error, 1)
+	if *pprofDir == "" || seconds < 1 {
+		done <- nil
+		return done
+	}
+	go func() {
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", d.addr, seconds)
+		var resp *http.Response
+		var err error
+		for range 50 { // the daemon may still be starting
+			if resp, err = http.Get(url); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if err := os.MkdirAll(*pprofDir, 0o755); err != nil {
+			done <- err
+			return
+		}
+		f, err := os.Create(filepath.Join(*pprofDir, name+".prof"))
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		done <- errors.Join(err, f.Close())
+	}()
+	return done
+}
+
+// redisCPU returns the Redis server's user+system CPU time so far.
+func (b *bench) redisCPU() time.Duration {
+	info, err := b.rdb.Info(b.ctx, "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 func (d *daemon) stop() {
@@ -181,6 +258,25 @@ func cpu(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+}
+
+// runTime returns the time the process's live threads have spent on a CPU,
+// from the scheduler's own clock.
+func runTime(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var total time.Duration
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(data))
+		if len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(ns)
+		}
+	}
+	return total
 }
 
 func peakRSS(pid int) int64 {
@@ -255,12 +351,21 @@ func (b *bench) drain() error {
 		if err != nil {
 			return err
 		}
+		var prof <-chan error
+		if i == 0 {
+			prof = d.profile("drain", int(rWall[i].Seconds()*0.8))
+		}
 		for b.rdb.Exists(b.ctx, sentinel).Val() == 1 {
 			time.Sleep(2 * time.Millisecond)
 		}
 		cWall = append(cWall, time.Since(start))
 		cCPU = append(cCPU, cpu(d.cmd.Process.Pid))
 		rss = max(rss, peakRSS(d.cmd.Process.Pid))
+		if prof != nil {
+			if err := <-prof; err != nil {
+				return fmt.Errorf("profile: %w", err)
+			}
+		}
 		d.stop()
 		logf("drain round %d: pg_recvlogical %s, cdcd %s", i+1, rWall[i].Round(time.Millisecond), cWall[i].Round(time.Millisecond))
 	}
@@ -279,7 +384,10 @@ func median(d []time.Duration) time.Duration {
 }
 
 // lag: commit-to-UNLINK latency observed from outside, through keyspace
-// notifications, under 1,000 tx/s of background writes.
+// notifications, under 1,000 tx/s of background writes. A probe's commit
+// is the server's clock at the end of its INSERT (autocommit: the commit
+// follows at once); its UNLINK is when the deletion event reaches a bare
+// RESP connection here.
 func (b *bench) lag() error {
 	if err := b.exec(`SELECT pg_create_logical_replication_slot('cdcd_lag', 'pgoutput')`); err != nil {
 		return err
@@ -293,20 +401,11 @@ func (b *bench) lag() error {
 	if err := b.rdb.ConfigSet(b.ctx, "notify-keyspace-events", "Eg").Err(); err != nil {
 		return err
 	}
-	sub := b.rdb.Subscribe(b.ctx, "__keyevent@0__:del")
-	defer sub.Close()
-	if _, err := sub.Receive(b.ctx); err != nil {
+	deleted, closeWatch, err := watchDeletions(b.rds.Addr)
+	if err != nil {
 		return err
 	}
-	var mu sync.Mutex
-	seen := map[string]time.Time{}
-	go func() {
-		for m := range sub.Channel() {
-			mu.Lock()
-			seen[m.Payload] = time.Now()
-			mu.Unlock()
-		}
-	}()
+	defer closeWatch()
 	bg := make(chan error, 1)
 	go func() {
 		_, err := b.pgbench("INSERT INTO topics (title) VALUES ('background');\n", "-c", "2", "-j", "2", "-R", "1000",
@@ -325,25 +424,30 @@ func (b *bench) lag() error {
 	if _, err := probe.Exec(b.ctx, `SET synchronous_commit = on`); err != nil {
 		return err
 	}
-	var lat []time.Duration
+	var lat, fromSend, rtt []time.Duration
 	for i := 0; i < *probes; i++ {
 		key := fmt.Sprintf("nodb:%d:climate", 2000000000+i)
 		if err := b.rdb.Set(b.ctx, key, "x", 0).Err(); err != nil {
 			return err
 		}
 		start := time.Now()
-		if _, err := probe.Exec(b.ctx, `INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 'probe', 'h')`, 2000000000+i); err != nil {
+		var committed time.Time
+		if err := probe.QueryRow(b.ctx, `INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 'probe', 'h') RETURNING clock_timestamp()`,
+			2000000000+i).Scan(&committed); err != nil {
 			return err
 		}
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
-			mu.Lock()
-			t, ok := seen[key]
-			mu.Unlock()
-			if ok {
-				lat = append(lat, t.Sub(start))
-				break
-			}
-			if time.Now().After(deadline) {
+		rtt = append(rtt, time.Since(start))
+		timeout := time.After(10 * time.Second)
+	wait:
+		for {
+			select {
+			case d := <-deleted:
+				if d.key == key {
+					lat = append(lat, d.at.Sub(committed))
+					fromSend = append(fromSend, d.at.Sub(start))
+					break wait
+				}
+			case <-timeout:
 				return fmt.Errorf("probe %d never invalidated", i)
 			}
 		}
@@ -352,68 +456,191 @@ func (b *bench) lag() error {
 	if err := <-bg; err != nil {
 		return err
 	}
-	slices.Sort(lat)
-	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
-	b.row(fmt.Sprintf("lag, %d probes at 1,000 tx/s: p50", len(lat)), p(0.50).Round(10*time.Microsecond).String(), "target ≤ 1ms")
-	b.row("lag: p99", p(0.99).Round(10*time.Microsecond).String(), "target ≤ 5ms")
-	b.row("lag: max", lat[len(lat)-1].Round(10*time.Microsecond).String(), "")
+	for _, d := range [][]time.Duration{lat, fromSend, rtt} {
+		slices.Sort(d)
+	}
+	q := func(d []time.Duration, q float64) string {
+		return d[min(len(d)-1, int(q*float64(len(d))))].Round(10 * time.Microsecond).String()
+	}
+	b.row(fmt.Sprintf("lag, %d probes at 1,000 tx/s: p50", len(lat)), q(lat, 0.50), "target ≤ 1ms; from sending the INSERT "+q(fromSend, 0.50)+", its round trip "+q(rtt, 0.50))
+	b.row("lag: p99", q(lat, 0.99), "target ≤ 5ms; from sending "+q(fromSend, 0.99)+", round trip "+q(rtt, 0.99))
+	b.row("lag: max", q(lat, 1), "from sending "+q(fromSend, 1)+", round trip "+q(rtt, 1))
 	return nil
 }
 
+type deletion struct {
+	key string
+	at  time.Time
+}
+
+// watchDeletions subscribes to deletion events on a connection of its own
+// and stamps each as soon as it is read: no client library in between.
+func watchDeletions(addr string) (<-chan deletion, func(), error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := conn.Write([]byte("SUBSCRIBE __keyevent@0__:del\r\n")); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	rd := bufio.NewReader(conn)
+	if _, err := readRESP(rd); err != nil { // the subscription's confirmation
+		conn.Close()
+		return nil, nil, err
+	}
+	out := make(chan deletion, 4096)
+	go func() {
+		for {
+			msg, err := readRESP(rd)
+			if err != nil {
+				return
+			}
+			at := time.Now()
+			if len(msg) == 3 && msg[0] == "message" {
+				out <- deletion{msg[2], at}
+			}
+		}
+	}()
+	return out, func() { conn.Close() }, nil
+}
+
+// readRESP reads one array of bulk strings or integers.
+func readRESP(rd *bufio.Reader) ([]string, error) {
+	line, err := rd.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	if len(line) < 3 || line[0] != '*' {
+		return nil, fmt.Errorf("unexpected reply %q", line)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+	out := make([]string, 0, n)
+	for range n {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		switch line[0] {
+		case ':':
+			out = append(out, strings.TrimSpace(line[1:]))
+		case '$':
+			size, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+			buf := make([]byte, size+2)
+			if _, err := io.ReadFull(rd, buf); err != nil {
+				return nil, err
+			}
+			out = append(out, string(buf[:size]))
+		default:
+			return nil, fmt.Errorf("unexpected element %q", line)
+		}
+	}
+	return out, nil
+}
+
 // writeCost: pgbench TPS on a rule table with cdcd consuming, with
-// pg_recvlogical consuming, with no consumer, and with a NOTIFY trigger.
+// pg_recvlogical consuming, with no consumer, and with a NOTIFY trigger,
+// alternating. Each consumer reads from a slot created just before its run
+// and dropped after it, so no run starts with another's backlog.
 func (b *bench) writeCost() error {
 	script := "\\set r random(1, 100000)\nUPDATE climate_runs SET hazard = 'x' WHERE id = :r;\n"
-	recv, _ := testenv.Tool("pg_recvlogical")
+	recv, err := testenv.Tool("pg_recvlogical")
+	if err != nil {
+		return err
+	}
+	// The UPDATEs need rows 1..100000 (the drain leaves more behind).
+	if err := b.exec(`INSERT INTO climate_runs (run_id, scenario, hazard)
+		SELECT g, 's', 'h' FROM generate_series(1, 100000 - (SELECT count(*) FROM climate_runs WHERE id <= 100000)) g`); err != nil {
+		return err
+	}
 	configs := []string{"none", "pg_recvlogical", "cdcd", "trigger"}
 	tps := map[string][]float64{}
-	for round := 0; round < 2; round++ {
+	var recvCPU, cdcdCPU, redisCPU []time.Duration
+	for round := 0; round < *rounds; round++ {
 		for _, c := range configs {
-			var stop func()
+			var stop func() error
+			var prof <-chan error
+			var d *daemon
+			pid := 0 // the consumer's
+			slot := fmt.Sprintf("bench_w_%s_%d", strings.ReplaceAll(c, "_", ""), round)
+			switch c {
+			case "pg_recvlogical", "cdcd":
+				if err := b.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+					return err
+				}
+			}
 			switch c {
 			case "pg_recvlogical":
-				_ = b.exec(`SELECT pg_create_logical_replication_slot('recv_w', 'pgoutput') WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'recv_w')`)
-				cmd := exec.Command(recv, "-d", b.dbURL, "--slot", "recv_w", "--start", "-o", "proto_version=1", "-o", "publication_names=cdcd", "-f", "/dev/null")
+				cmd := exec.Command(recv, "-d", b.dbURL, "--slot", slot, "--start", "-o", "proto_version=1", "-o", "publication_names=cdcd", "-f", "/dev/null")
 				if err := cmd.Start(); err != nil {
 					return err
 				}
-				stop = func() { _ = cmd.Process.Signal(syscall.SIGINT); _ = cmd.Wait() }
+				pid = cmd.Process.Pid
+				stop = func() error {
+					_ = cmd.Process.Signal(syscall.SIGINT)
+					_ = cmd.Wait()
+					return b.exec(`SELECT pg_drop_replication_slot($1)`, slot)
+				}
 			case "cdcd":
-				_ = b.exec(`SELECT pg_create_logical_replication_slot('cdcd_w', 'pgoutput') WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'cdcd_w')`)
-				d, err := b.startCdcd("cdcd_w")
-				if err != nil {
+				var err error
+				if d, err = b.startCdcd(slot); err != nil {
 					return err
 				}
-				stop = d.stop
+				pid = d.cmd.Process.Pid
+				stop = func() error {
+					d.stop()
+					return b.exec(`SELECT pg_drop_replication_slot($1)`, slot)
+				}
 			case "trigger":
 				if err := b.exec(`CREATE OR REPLACE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 					BEGIN PERFORM pg_notify('cdcd', NEW.run_id::text); RETURN NEW; END $$;
 					CREATE TRIGGER bench_notify AFTER UPDATE ON climate_runs FOR EACH ROW EXECUTE FUNCTION bench_notify()`); err != nil {
 					return err
 				}
-				stop = func() { _ = b.exec(`DROP TRIGGER bench_notify ON climate_runs`) }
+				stop = func() error { return b.exec(`DROP TRIGGER bench_notify ON climate_runs`) }
 			default:
-				stop = func() {}
+				stop = func() error { return nil }
 			}
 			time.Sleep(time.Second)
+			c0, r0, s0 := cpu(pid), b.redisCPU(), runTime(pid)
+			if d != nil && round == 0 {
+				prof = d.profile("write", *pgbenchT-1)
+			}
 			v, err := b.pgbench(script, "-c", "4", "-j", "2", "-T", strconv.Itoa(*pgbenchT))
-			stop()
+			if pid != 0 {
+				logf("%s: stat CPU %s, schedstat %s", c, cpu(pid)-c0, runTime(pid)-s0)
+			}
+			switch c {
+			case "pg_recvlogical":
+				recvCPU = append(recvCPU, cpu(pid)-c0)
+			case "cdcd":
+				cdcdCPU = append(cdcdCPU, cpu(pid)-c0)
+				redisCPU = append(redisCPU, b.redisCPU()-r0)
+			}
+			if serr := stop(); err == nil {
+				err = serr
+			}
 			if err != nil {
 				return err
+			}
+			if prof != nil {
+				if err := <-prof; err != nil {
+					return fmt.Errorf("profile: %w", err)
+				}
 			}
 			tps[c] = append(tps[c], v)
 			logf("write cost round %d: %s %.0f tps", round+1, c, v)
 		}
 	}
-	mean := func(v []float64) float64 {
-		s := 0.0
-		for _, x := range v {
-			s += x
-		}
-		return s / float64(len(v))
+	med := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
 	}
-	b.row("write cost: pgbench TPS while consuming", fmt.Sprintf("%.0f (%.2f× pg_recvlogical)", mean(tps["cdcd"]), mean(tps["cdcd"])/mean(tps["pg_recvlogical"])),
-		fmt.Sprintf("pg_recvlogical %.0f, none %.0f, NOTIFY trigger %.0f", mean(tps["pg_recvlogical"]), mean(tps["none"]), mean(tps["trigger"])))
+	b.row("write cost: pgbench TPS while consuming", fmt.Sprintf("%.0f (%.2f× pg_recvlogical)", med(tps["cdcd"]), med(tps["cdcd"])/med(tps["pg_recvlogical"])),
+		fmt.Sprintf("pg_recvlogical %.0f, none %.0f, NOTIFY trigger %.0f", med(tps["pg_recvlogical"]), med(tps["none"]), med(tps["trigger"])))
+	b.row(fmt.Sprintf("write cost: consumer CPU in %ds of pgbench", *pgbenchT), fmt.Sprintf("%s + Redis %s", median(cdcdCPU).Round(time.Millisecond), median(redisCPU).Round(time.Millisecond)),
+		"pg_recvlogical "+median(recvCPU).Round(time.Millisecond).String())
 	return nil
 }
 
