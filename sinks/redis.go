@@ -2,11 +2,14 @@ package sinks
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/pollconn"
 	"github.com/cdcd/cdcd/rules"
 	"github.com/redis/go-redis/v9"
 )
@@ -68,6 +71,10 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 	opt.MaxRetries = -1
 	// Let callers' deadlines (the readiness probe's) bound a command.
 	opt.ContextTimeoutEnabled = true
+	// RESP2: the sink uses no push notifications, and under RESP3 the client
+	// peeks at the socket for them before commands.
+	opt.Protocol = 2
+	opt.Dialer = dialer(opt)
 	if cfg.UnlinkBatch <= 0 {
 		cfg.UnlinkBatch = 256
 	}
@@ -85,6 +92,31 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Redis{cfg: cfg, client: redis.NewClient(opt), log: log, m: m}, nil
+}
+
+// dialer dials as go-redis does by default, with the connection's reads and
+// writes on the raw path (see internal/pollconn). The wrapped connection
+// does not expose its descriptor, so the pool no longer peeks at it before
+// each use: a connection that died while idle fails its command, is
+// discarded, and Apply retries on a new one.
+func dialer(opt *redis.Options) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: opt.DialTimeout, KeepAlive: 5 * time.Minute}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c = pollconn.Wrap(c)
+		if opt.TLSConfig == nil {
+			return c, nil
+		}
+		tc := tls.Client(c, opt.TLSConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
 }
 
 // Ping reports whether Redis answers.

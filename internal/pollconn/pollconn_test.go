@@ -1,0 +1,177 @@
+package pollconn_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cdcd/cdcd/internal/pollconn"
+)
+
+// pair returns a wrapped client connection and the server side of a TCP
+// connection on loopback.
+func pair(t *testing.T) (client net.Conn, server net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	client = pollconn.Wrap(c)
+	t.Cleanup(func() { client.Close(); s.Close() })
+	return client, s
+}
+
+func TestWrapUsesTheRawPath(t *testing.T) {
+	c, _ := pair(t)
+	if runtime.GOOS != "linux" {
+		t.Skip("the raw path is Linux only")
+	}
+	if _, ok := c.(*net.TCPConn); ok {
+		t.Fatal("Wrap returned the connection unwrapped")
+	}
+	// The descriptor stays hidden: a client library that finds it would
+	// peek at the socket with ordinary system calls.
+	if _, ok := c.(syscall.Conn); ok {
+		t.Fatal("the wrapped connection exposes its descriptor")
+	}
+}
+
+func TestReadWrite(t *testing.T) {
+	c, s := pair(t)
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("server read %q, %v", buf, err)
+	}
+	// A read waits for data that is not there yet.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		s.Write([]byte("pong"))
+	}()
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "pong" {
+		t.Fatalf("client read %q, %v", buf, err)
+	}
+	if n, err := c.Read(nil); n != 0 || err != nil {
+		t.Fatalf("empty read: %d, %v", n, err)
+	}
+}
+
+func TestLargeWriteWaitsForTheReader(t *testing.T) {
+	c, s := pair(t)
+	// Far more than the socket buffers hold: the write must wait for the
+	// reader to drain them, and deliver every byte in order.
+	want := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	done := make(chan error, 1)
+	go func() {
+		n, err := c.Write(want)
+		if err == nil && n != len(want) {
+			err = io.ErrShortWrite
+		}
+		done <- err
+	}()
+	got, err := io.ReadAll(io.LimitReader(s, int64(len(want))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("bytes arrived changed or out of order")
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	c, s := pair(t)
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	start := time.Now()
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+	if d := time.Since(start); d < 25*time.Millisecond {
+		t.Fatalf("read returned after %s, before its deadline", d)
+	}
+	// The connection stays usable after a timeout.
+	c.SetReadDeadline(time.Time{})
+	s.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("read after a timeout: %v", err)
+	}
+	// A deadline moved into the past interrupts a waiting read.
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		res <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c.SetReadDeadline(time.Now())
+	select {
+	case err := <-res:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("interrupted read: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a deadline in the past did not interrupt the read")
+	}
+}
+
+func TestEOFAndClose(t *testing.T) {
+	c, s := pair(t)
+	s.Close()
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read after the peer closed: %v, want EOF", err)
+	}
+	c.Close()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+func TestWriteToResetConnection(t *testing.T) {
+	c, s := pair(t)
+	s.(*net.TCPConn).SetLinger(0)
+	s.Close() // sends RST
+	time.Sleep(20 * time.Millisecond)
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		_, err = c.Write(make([]byte, 1024))
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "write" {
+		t.Fatalf("write to a reset connection: %v, want a *net.OpError from write", err)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("write to a reset connection: %v, want ECONNRESET or EPIPE", err)
+	}
+}
