@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/pollconn"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -55,10 +57,12 @@ type Config struct {
 	// FeedbackDelay is how soon an applied transaction is confirmed to the
 	// server when nothing else prompts a status update. Default 1s.
 	FeedbackDelay time.Duration
-	// QueueSize is how many committed transactions may wait for Apply.
-	// Default 1024.
+	// QueueSize is how many committed transactions may wait for Apply
+	// before the stream stops reading. Default 1024.
 	QueueSize int
-	// MaxBatch caps the transactions handed to one Apply call. Default 256.
+	// MaxBatch caps the transactions handed to one Apply call, and how many
+	// the receive loop holds back while more of the stream is already
+	// buffered. Default 256.
 	MaxBatch int
 	// ShutdownTimeout bounds how long a cancelled Run waits for the batch in
 	// hand to be applied before it sends the final status update. Default 5s.
@@ -95,13 +99,10 @@ type Stream struct {
 	log *slog.Logger
 	m   *metrics
 
-	queue   chan Committed
+	queue   handoff
 	acked   atomic.Uint64 // end LSN of the last applied transaction, or a keepalive position
 	pending atomic.Int64  // transactions queued or being applied
 
-	// conn is the live replication connection, for the applier to wake the
-	// receive loop after an acknowledgement.
-	conn      atomic.Pointer[pgconn.PgConn]
 	streaming atomic.Bool
 	reason    atomic.Pointer[string]
 
@@ -150,7 +151,7 @@ func New(cfg Config) (*Stream, error) {
 		cfg:       cfg,
 		log:       log,
 		m:         newMetrics(cfg.Registerer),
-		queue:     make(chan Committed, cfg.QueueSize),
+		queue:     newHandoff(),
 		stopApply: make(chan struct{}),
 		applyDone: make(chan struct{}),
 	}
@@ -238,7 +239,7 @@ func (s *Stream) drainApplier() {
 
 func (s *Stream) applyLoop(ctx context.Context) {
 	defer close(s.applyDone)
-	batch := make([]Committed, 0, s.cfg.MaxBatch)
+	var taken []Committed
 	for {
 		select {
 		case <-s.stopApply:
@@ -248,29 +249,32 @@ func (s *Stream) applyLoop(ctx context.Context) {
 		select {
 		case <-s.stopApply:
 			return
-		case c := <-s.queue:
-			batch = append(batch[:0], c)
+		case <-s.queue.ready:
 		}
-	fill:
-		for len(batch) < s.cfg.MaxBatch {
+		taken = s.queue.take(taken[:0])
+		for i := 0; i < len(taken); {
+			n := min(len(taken)-i, s.cfg.MaxBatch)
+			batch := taken[i : i+n]
+			if ackBeforeApply {
+				s.ack(batch[n-1].EndLSN) // the fault suite's broken build
+			}
+			if err := s.cfg.Apply(ctx, batch); err != nil {
+				s.log.Warn("batch not applied; it stays unacknowledged", "err", err, "transactions", n)
+				return
+			}
+			// No wake-up for the receive loop: it reports the new position
+			// within FeedbackDelay on its own, and a round trip per batch
+			// for it would cost more than the batch.
+			s.ack(batch[n-1].EndLSN)
+			s.pending.Add(-int64(n))
+			clear(batch)
+			i += n
 			select {
-			case c := <-s.queue:
-				batch = append(batch, c)
+			case <-s.stopApply:
+				return
 			default:
-				break fill
 			}
 		}
-		if ackBeforeApply {
-			s.ack(batch[len(batch)-1].EndLSN) // the fault suite's broken build
-		}
-		if err := s.cfg.Apply(ctx, batch); err != nil {
-			s.log.Warn("batch not applied; it stays unacknowledged", "err", err, "transactions", len(batch))
-			return
-		}
-		s.ack(batch[len(batch)-1].EndLSN)
-		s.pending.Add(-int64(len(batch)))
-		clear(batch)
-		s.wake()
 	}
 }
 
@@ -284,21 +288,20 @@ func (s *Stream) ack(lsn pglogrepl.LSN) {
 	}
 }
 
-// wake interrupts the receive loop's wait so it reconsiders sending a status
-// update. A read deadline in the past makes the blocked read time out, which
-// leaves the connection usable.
-func (s *Stream) wake() {
-	if c := s.conn.Load(); c != nil {
-		_ = c.Conn().SetReadDeadline(time.Now())
-	}
-}
-
 func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(s.cfg.DatabaseURL)
 	if err != nil {
 		return nil, configError("database URL: %v", err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return pollconn.Wrap(c), nil
+	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "cdcd"
 	}
@@ -387,8 +390,6 @@ func (s *Stream) session(ctx context.Context) (err error) {
 	s.log.Info("streaming", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "lsn", s.Acked().String())
 	s.streaming.Store(true)
 	s.setReason("streaming")
-	s.conn.Store(conn)
-	defer s.conn.Store(nil)
 	stopWake := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
 	defer stopWake()
 
@@ -431,6 +432,11 @@ type receiver struct {
 	deadlineSet time.Time
 	persisted   pglogrepl.LSN // highest position BeforeConfirm accepted
 
+	// held are committed transactions not yet handed to the applier; the
+	// first was held at holdUntil-holdLimit.
+	held      []Committed
+	holdUntil time.Time
+
 	// Streamed (protocol v2) transactions in progress, by top-level xid,
 	// and the one whose stream block is open.
 	streams map[uint32]*streamedTx
@@ -468,7 +474,24 @@ func (r *receiver) loop(ctx context.Context) error {
 				return err
 			}
 		}
-		r.setDeadline()
+		if len(r.held) > 0 {
+			// Hand the held transactions over before waiting for the
+			// server. With part of a message buffered, the rest is on its
+			// way: read on, but no longer than holdLimit.
+			if r.conn.Frontend().ReadBufferLen() == 0 || !now.Before(r.holdUntil) {
+				if err := r.flush(ctx); err != nil {
+					return err
+				}
+			} else if r.deadlineSet.IsZero() || r.holdUntil.Before(r.deadlineSet) {
+				r.armDeadline(r.holdUntil)
+			}
+		}
+		if len(r.held) == 0 {
+			r.setDeadline(now)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // cancelled after its wake-up was overwritten
+		}
 
 		msg, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
@@ -496,32 +519,40 @@ func (r *receiver) loop(ctx context.Context) error {
 	}
 }
 
-// setDeadline arms the read deadline for the next status update, or sooner
-// when an acknowledgement is waiting to be reported.
-func (r *receiver) setDeadline() {
-	for {
-		pending := r.s.Acked() > r.sentFlush
-		d := r.nextStatus
-		if pending {
-			if fd := r.lastSent.Add(r.s.cfg.FeedbackDelay); fd.Before(d) {
-				d = fd
-			}
+// holdLimit bounds how long held transactions wait for the rest of a
+// partially received message before they are handed over anyway.
+const holdLimit = time.Millisecond
+
+// setDeadline arms the read deadline for the next status update, and for a
+// check at least every FeedbackDelay: the applier does not interrupt the
+// read when it acknowledges, so the loop looks for new acknowledgements
+// that often while the stream is quiet.
+func (r *receiver) setDeadline(now time.Time) {
+	d := r.lastSent.Add(r.s.cfg.FeedbackDelay)
+	if !d.After(now) {
+		d = r.deadlineSet
+		if !d.After(now) {
+			d = now.Add(r.s.cfg.FeedbackDelay)
 		}
-		if !d.Equal(r.deadlineSet) {
-			_ = r.conn.Conn().SetReadDeadline(d)
-			r.deadlineSet = d
-		}
-		// An acknowledgement that landed after the check above may have had
-		// its wake-up overwritten: arm again for it.
-		if pending || r.s.Acked() <= r.sentFlush {
-			return
-		}
+	}
+	if r.nextStatus.Before(d) {
+		d = r.nextStatus
+	}
+	r.armDeadline(d)
+}
+
+func (r *receiver) armDeadline(d time.Time) {
+	if !d.Equal(r.deadlineSet) {
+		_ = r.conn.Conn().SetReadDeadline(d)
+		r.deadlineSet = d
 	}
 }
 
 // idle reports whether nothing received is unapplied: then a keepalive's
 // position may be confirmed.
-func (r *receiver) idle() bool { return !r.inTx && len(r.streams) == 0 && r.s.pending.Load() == 0 }
+func (r *receiver) idle() bool {
+	return !r.inTx && len(r.streams) == 0 && len(r.held) == 0 && r.s.pending.Load() == 0
+}
 
 func (r *receiver) sendStatus(replyRequested bool) error {
 	flush := r.s.Acked()
@@ -730,31 +761,97 @@ func (r *receiver) handleStream(ctx context.Context, ev event) (bool, error) {
 	return true, nil
 }
 
-// deliver queues a committed transaction for the applier. While the queue
-// is full it keeps the connection alive with status updates.
+// deliver holds a committed transaction back for the applier. Held
+// transactions are handed over together when the receive loop is about to
+// wait for the server (see loop), or once MaxBatch of them are held: while
+// the stream arrives faster than single transactions can be applied, the
+// applier gets them in batches, one Redis round trip each, without waiting
+// for anything that has not arrived yet.
 func (r *receiver) deliver(ctx context.Context, c Committed) error {
-	r.s.pending.Add(1)
-	select {
-	case r.s.queue <- c:
+	if len(r.held) == 0 {
+		r.holdUntil = time.Now().Add(holdLimit)
+	}
+	r.held = append(r.held, c)
+	if len(r.held) >= r.s.cfg.MaxBatch {
+		return r.flush(ctx)
+	}
+	return nil
+}
+
+// flush hands the held transactions to the applier. While QueueSize
+// transactions wait there it stops reading the stream, and keeps the
+// connection alive with status updates.
+func (r *receiver) flush(ctx context.Context) error {
+	if len(r.held) == 0 {
 		return nil
-	default:
+	}
+	r.s.pending.Add(int64(len(r.held)))
+	queued := r.s.queue.put(r.held)
+	clear(r.held)
+	r.held = r.held[:0]
+	if queued < r.s.cfg.QueueSize {
+		return nil
 	}
 	t := time.NewTicker(r.s.cfg.FeedbackDelay)
 	defer t.Stop()
-	for {
+	for r.s.queue.len() >= r.s.cfg.QueueSize {
 		select {
-		case r.s.queue <- c:
-			return nil
+		case <-r.s.queue.space:
 		case <-ctx.Done():
-			r.s.pending.Add(-1)
 			return ctx.Err()
 		case <-t.C:
 			if err := r.sendStatus(false); err != nil {
-				r.s.pending.Add(-1)
 				return err
 			}
 		}
 	}
+	return nil
+}
+
+// handoff carries committed transactions from the receive loop to the
+// applier. The two sides swap buffers, so a steady stream allocates nothing.
+type handoff struct {
+	mu    sync.Mutex
+	txs   []Committed
+	ready chan struct{} // signalled when txs becomes non-empty
+	space chan struct{} // signalled when the applier takes txs
+}
+
+func newHandoff() handoff {
+	return handoff{ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+// put appends txs and returns how many wait now.
+func (h *handoff) put(txs []Committed) int {
+	h.mu.Lock()
+	h.txs = append(h.txs, txs...)
+	n := len(h.txs)
+	h.mu.Unlock()
+	select {
+	case h.ready <- struct{}{}:
+	default:
+	}
+	return n
+}
+
+// take returns everything waiting, appended to spare, which becomes the
+// buffer put appends to next.
+func (h *handoff) take(spare []Committed) []Committed {
+	h.mu.Lock()
+	out := h.txs
+	h.txs = spare[:0]
+	h.mu.Unlock()
+	select {
+	case h.space <- struct{}{}:
+	default:
+	}
+	return out
+}
+
+func (h *handoff) len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.txs)
 }
 
 // backoff is capped exponential backoff with jitter.
