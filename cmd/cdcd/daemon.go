@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,12 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := newLogger(cfg, stderr)
+	if os.Getenv("GOMAXPROCS") == "" {
+		// One receive loop and one applier take turns on one CPU: with two,
+		// the runtime spends more waking threads for every hand-off than
+		// the work itself costs (docs/performance.md).
+		runtime.GOMAXPROCS(1)
+	}
 	d, err := newDaemon(cfg, log, rs)
 	if err != nil {
 		log.Error("cannot start", "err", err)
