@@ -152,6 +152,8 @@ func (r *reader) tuple(dst []Value, want int) []Value {
 // decoding a row allocates nothing. Not safe for concurrent use.
 type decoder struct {
 	rels   map[uint32]*Relation
+	begin  Begin
+	commit Commit
 	change Change
 	oldBuf []Value
 	newBuf []Value
@@ -170,8 +172,8 @@ func newDecoder(primaryKeys map[string][]string) *decoder {
 // event is what one pgoutput message decoded to. Exactly one of the pointer
 // fields is set, or none for a message that carries nothing for us.
 type event struct {
-	begin    *Begin
-	commit   *Commit
+	begin    *Begin    // valid until the next decode
+	commit   *Commit   // valid until the next decode
 	change   *Change   // valid until the next decode
 	truncate []*Change // one per relation
 	relation *Relation
@@ -230,13 +232,15 @@ func (d *decoder) decode(msg []byte) (ev event, err error) {
 		a := &streamAbort{Xid: r.uint32("stream abort xid"), SubXid: r.uint32("stream abort subxid")}
 		ev.streamAbort = a
 	case msgBegin:
-		b := &Begin{}
+		b := &d.begin
+		*b = Begin{}
 		b.FinalLSN = r.lsn("begin final lsn")
 		b.CommitTime = r.time("begin commit time")
 		b.Xid = r.uint32("begin xid")
 		ev.begin = b
 	case msgCommit:
-		c := &Commit{}
+		c := &d.commit
+		*c = Commit{}
 		r.byte1("commit flags")
 		c.CommitLSN = r.lsn("commit lsn")
 		c.EndLSN = r.lsn("commit end lsn")

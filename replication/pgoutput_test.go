@@ -864,11 +864,14 @@ func TestValuesAliasMessage(t *testing.T) {
 	}
 }
 
-// Decoding a row change allocates nothing once the buffers have grown.
+// Decoding a transaction's messages allocates nothing once the buffers
+// have grown.
 func TestDecodeChangeAllocations(t *testing.T) {
 	d := newDecoder(nil)
 	decodeAll(t, d, relationMsg(7))
 	msgs := []msg{
+		m('B').u64(0x16B3748).u64(pgTime(commitAt)).u32(42),
+		m('C').u8(0).u64(0x16B3748).u64(0x16B3800).u64(pgTime(commitAt)),
 		m('I').u32(7).u8('N').cols(3).text("1").text("5").null(),
 		m('U').u32(7).u8('O').cols(3).text("1").text("5").text("big").u8('N').cols(3).text("1").text("6").unchanged(),
 		m('D').u32(7).u8('K').cols(3).text("1").null().null(),

@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,15 +123,17 @@ type Builder struct {
 	lastRel  *replication.Relation
 	lastBind *binding
 
-	keyIndex     map[*section]map[string]struct{} // keys collected, per section
-	sectionKeys  map[*section]int                 // distinct keys collected per section
-	escalated    map[*section]bool                // sections past the key limit
-	sectionRevs  map[*section]int                 // distinct revision keys per section
-	revEscalated map[*section]bool                // sections past the limit for revisions
+	// Keys, revisions and sections touched are found by scanning their
+	// slices while there are few (most transactions make a handful); past
+	// smallSet entries they are indexed in these maps.
+	keyIndex     map[string]map[string]struct{} // section name -> keys collected
+	escalated    map[*section]bool              // sections past the key limit
+	sectionRevs  map[string]int                 // section name -> exact revision keys
+	revEscalated map[*section]bool              // sections past the limit for revisions
 	keys         []Key
 	patterns     map[string]int // section+pattern -> index in pats
 	pats         []Pattern
-	revIndex     map[string]struct{}
+	revIndex     map[string]struct{} // revision key, or "\x00" + revision pattern
 	revs         []Revision
 	touched      []*section // sections invalidated, in first-touch order
 	touchedSet   map[*section]struct{}
@@ -142,16 +143,30 @@ type Builder struct {
 	rowOrder     []*rowState
 	changes      int
 
+	plan Plan
 	buf  []byte
 	vals [][]byte
+	// Inline storage for the first few of each, enough for most
+	// transactions: a slice starts on them when it gets its first element.
+	bufArr     [96]byte
+	valsArr    [4][]byte
+	keysArr    [2]Key
+	revsArr    [1]Revision
+	touchedArr [2]*section
+	msgsArr    [1]Message
 }
+
+// smallSet is how many entries a Builder scans before it indexes them.
+const smallSet = 8
 
 var _ replication.Tx = (*Builder)(nil)
 
 // Begin starts the plan of a transaction under these rules. All of the
 // transaction is evaluated under the rules it began with.
 func (rs *Rules) Begin(b replication.Begin) *Builder {
-	return &Builder{rules: rs, xid: b.Xid}
+	bd := &Builder{rules: rs, xid: b.Xid}
+	bd.buf, bd.vals = bd.bufArr[:0], bd.valsArr[:0]
+	return bd
 }
 
 // Add evaluates one change.
@@ -217,12 +232,25 @@ func (r *boundRule) matches(c *replication.Change) bool {
 }
 
 func (b *Builder) touch(s *section) {
-	if b.touchedSet == nil {
-		b.touchedSet = make(map[*section]struct{})
+	if b.touchedSet != nil {
+		if _, ok := b.touchedSet[s]; !ok {
+			b.touchedSet[s] = struct{}{}
+			b.touched = append(b.touched, s)
+		}
+		return
 	}
-	if _, ok := b.touchedSet[s]; !ok {
-		b.touchedSet[s] = struct{}{}
-		b.touched = append(b.touched, s)
+	if slices.Contains(b.touched, s) {
+		return
+	}
+	if b.touched == nil {
+		b.touched = b.touchedArr[:0]
+	}
+	b.touched = append(b.touched, s)
+	if len(b.touched) > smallSet {
+		b.touchedSet = make(map[*section]struct{}, 2*len(b.touched))
+		for _, t := range b.touched {
+			b.touchedSet[t] = struct{}{}
+		}
 	}
 }
 
@@ -307,23 +335,14 @@ func (b *Builder) render(t *Template, cols []int, get func(int) (replication.Val
 
 func (b *Builder) add(key string, s *section, by, from string, revision bool) {
 	if revision {
-		if b.revEscalated[s] {
+		if b.revEscalated[s] || b.hasRevision(key, false) {
 			return
 		}
-		if b.revIndex == nil {
-			b.revIndex = make(map[string]struct{})
-			b.sectionRevs = make(map[*section]int)
-		}
-		if _, ok := b.revIndex[key]; ok {
-			return
-		}
-		if b.sectionRevs[s] >= b.rules.maxKeys() {
+		if b.revisionCount(s) >= b.rules.maxKeys() {
 			b.escalateRevisions(s)
 			return
 		}
-		b.sectionRevs[s]++
-		b.revIndex[key] = struct{}{}
-		b.revs = append(b.revs, Revision{Key: key, Section: s.name})
+		b.appendRevision(Revision{Key: key, Section: s.name})
 		return
 	}
 	if b.escalated[s] {
@@ -332,13 +351,32 @@ func (b *Builder) add(key string, s *section, by, from string, revision bool) {
 	// Keys are unique per section: a key two sections share is announced on
 	// both sections' channels (the sink still unlinks it once).
 	if b.keyIndex == nil {
-		b.keyIndex = make(map[*section]map[string]struct{})
+		n := 0
+		for i := range b.keys {
+			if b.keys[i].Section == s.name {
+				if b.keys[i].Key == key {
+					return
+				}
+				n++
+			}
+		}
+		if n >= b.rules.maxKeys() {
+			b.escalate(s, by)
+			return
+		}
+		if b.keys == nil {
+			b.keys = b.keysArr[:0]
+		}
+		b.keys = append(b.keys, Key{Key: key, Section: s.name, Rule: by, From: from})
+		if len(b.keys) > smallSet {
+			b.keyIndex = make(map[string]map[string]struct{})
+			for _, k := range b.keys {
+				b.indexKey(k)
+			}
+		}
+		return
 	}
-	index := b.keyIndex[s]
-	if index == nil {
-		index = make(map[string]struct{})
-		b.keyIndex[s] = index
-	}
+	index := b.keyIndex[s.name]
 	if _, ok := index[key]; ok {
 		return
 	}
@@ -346,8 +384,80 @@ func (b *Builder) add(key string, s *section, by, from string, revision bool) {
 		b.escalate(s, by)
 		return
 	}
-	index[key] = struct{}{}
-	b.keys = append(b.keys, Key{Key: key, Section: s.name, Rule: by, From: from})
+	k := Key{Key: key, Section: s.name, Rule: by, From: from}
+	b.keys = append(b.keys, k)
+	b.indexKey(k)
+}
+
+func (b *Builder) indexKey(k Key) {
+	index := b.keyIndex[k.Section]
+	if index == nil {
+		index = make(map[string]struct{})
+		b.keyIndex[k.Section] = index
+	}
+	index[k.Key] = struct{}{}
+}
+
+// hasRevision reports whether the transaction sets the revision key (or,
+// with pattern, the revision pattern) already.
+func (b *Builder) hasRevision(key string, pattern bool) bool {
+	if b.revIndex != nil {
+		_, ok := b.revIndex[revisionID(key, pattern)]
+		return ok
+	}
+	for i := range b.revs {
+		if b.revs[i].IsPattern == pattern && b.revs[i].Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+func revisionID(key string, pattern bool) string {
+	if pattern {
+		return "\x00" + key
+	}
+	return key
+}
+
+// revisionCount returns how many exact revision keys of s the transaction
+// sets.
+func (b *Builder) revisionCount(s *section) int {
+	if b.sectionRevs != nil {
+		return b.sectionRevs[s.name]
+	}
+	n := 0
+	for i := range b.revs {
+		if b.revs[i].Section == s.name && !b.revs[i].IsPattern {
+			n++
+		}
+	}
+	return n
+}
+
+func (b *Builder) appendRevision(r Revision) {
+	if b.revs == nil {
+		b.revs = b.revsArr[:0]
+	}
+	b.revs = append(b.revs, r)
+	if b.revIndex == nil {
+		if len(b.revs) <= smallSet {
+			return
+		}
+		b.revIndex = make(map[string]struct{}, 2*len(b.revs))
+		b.sectionRevs = make(map[string]int)
+		for _, r := range b.revs[:len(b.revs)-1] {
+			b.indexRevision(r)
+		}
+	}
+	b.indexRevision(r)
+}
+
+func (b *Builder) indexRevision(r Revision) {
+	b.revIndex[revisionID(r.Key, r.IsPattern)] = struct{}{}
+	if !r.IsPattern {
+		b.sectionRevs[r.Section]++
+	}
 }
 
 // escalateRevisions replaces a section's collected revision keys by the
@@ -367,12 +477,10 @@ func (b *Builder) escalateRevisions(s *section) {
 	}
 	clear(b.revs[len(kept):])
 	b.revs = kept
-	delete(b.sectionRevs, s)
+	delete(b.sectionRevs, s.name)
 	if s.revision != nil && !s.revision.IsLiteral() {
-		p := s.revision.Pattern()
-		if _, ok := b.revIndex["\x00"+p]; !ok {
-			b.revIndex["\x00"+p] = struct{}{}
-			b.revs = append(b.revs, Revision{Key: p, Section: s.name, IsPattern: true})
+		if p := s.revision.Pattern(); !b.hasRevision(p, true) {
+			b.appendRevision(Revision{Key: p, Section: s.name, IsPattern: true})
 		}
 	}
 }
@@ -387,7 +495,7 @@ func (b *Builder) escalate(s *section, by string) {
 	kept := b.keys[:0]
 	for _, k := range b.keys {
 		if k.Section == s.name && k.From != FromLiteral {
-			delete(b.keyIndex[s], k.Key)
+			delete(b.keyIndex[s.name], k.Key)
 			continue
 		}
 		kept = append(kept, k)
@@ -405,12 +513,8 @@ func (b *Builder) escalate(s *section, by string) {
 func (b *Builder) pattern(t *Template, s *section, by, reason string, revision bool) {
 	p := t.Pattern()
 	if revision {
-		if b.revIndex == nil {
-			b.revIndex = make(map[string]struct{})
-		}
-		if _, ok := b.revIndex["\x00"+p]; !ok {
-			b.revIndex["\x00"+p] = struct{}{}
-			b.revs = append(b.revs, Revision{Key: p, Section: s.name, IsPattern: true})
+		if !b.hasRevision(p, true) {
+			b.appendRevision(Revision{Key: p, Section: s.name, IsPattern: true})
 		}
 		return
 	}
@@ -633,18 +737,11 @@ func primaryKey(c *replication.Change) []ColumnValue {
 	return out
 }
 
-type channelMessage struct {
-	Section    string   `json:"section"`
-	Keys       []string `json:"keys"`
-	Patterns   []string `json:"patterns,omitempty"`
-	LSN        string   `json:"lsn"`
-	CommitTime string   `json:"commit_time"`
-}
-
 // Plan finishes the transaction's plan. The Builder must not be used after.
 func (b *Builder) Plan(c replication.Commit) *Plan {
 	b.finishInvariants()
-	p := &Plan{
+	p := &b.plan
+	*p = Plan{
 		Xid:            b.xid,
 		CommitLSN:      c.CommitLSN,
 		EndLSN:         c.EndLSN,
@@ -656,30 +753,108 @@ func (b *Builder) Plan(c replication.Commit) *Plan {
 		Violations:     b.violations,
 		MissingColumns: b.missing,
 	}
-	lsn := c.CommitLSN.String()
-	for i := range p.Violations {
-		p.Violations[i].LSN = lsn
-		p.Violations[i].CommitTime = c.CommitTime
+	if len(p.Violations) > 0 {
+		lsn := c.CommitLSN.String()
+		for i := range p.Violations {
+			p.Violations[i].LSN = lsn
+			p.Violations[i].CommitTime = c.CommitTime
+		}
 	}
+	var payloads []byte
 	for _, s := range b.touched {
 		if s.channel == "" {
 			continue
 		}
-		m := channelMessage{Section: s.name, Keys: []string{}, LSN: lsn, CommitTime: c.CommitTime.UTC().Format(time.RFC3339Nano)}
-		for _, k := range p.Keys {
-			if k.Section == s.name {
-				m.Keys = append(m.Keys, k.Key)
-			}
+		if payloads == nil {
+			payloads = make([]byte, 0, b.payloadSize())
+			p.Messages = b.msgsArr[:0]
 		}
-		for _, pt := range p.Patterns {
-			if pt.Section == s.name {
-				m.Patterns = append(m.Patterns, pt.Pattern)
-			}
-		}
-		payload, _ := json.Marshal(m) // strings and slices of strings: cannot fail
-		p.Messages = append(p.Messages, Message{Channel: s.channel, Section: s.name, Payload: payload})
+		start := len(payloads)
+		payloads = appendChannelMessage(payloads, s.name, p, c)
+		p.Messages = append(p.Messages, Message{Channel: s.channel, Section: s.name, Payload: payloads[start:len(payloads):len(payloads)]})
 	}
 	return p
+}
+
+// payloadSize is about the size of the transaction's channel messages, so
+// that they are written into one buffer.
+func (b *Builder) payloadSize() int {
+	n := 0
+	for _, s := range b.touched {
+		if s.channel != "" {
+			n += 100 + len(s.name)
+		}
+	}
+	for i := range b.keys {
+		n += len(b.keys[i].Key) + 3
+	}
+	for i := range b.pats {
+		n += len(b.pats[i].Pattern) + 16
+	}
+	return n
+}
+
+// appendChannelMessage appends the channel message of section s:
+// {"section":…,"keys":[…],"patterns":[…],"lsn":…,"commit_time":…}, with
+// "patterns" left out when there are none. It is what encoding/json makes
+// of the same fields, without reflection.
+func appendChannelMessage(dst []byte, s string, p *Plan, c replication.Commit) []byte {
+	dst = append(dst, `{"section":`...)
+	dst = appendJSONString(dst, s)
+	dst = append(dst, `,"keys":[`...)
+	n := 0
+	for i := range p.Keys {
+		if p.Keys[i].Section == s {
+			if n > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, p.Keys[i].Key)
+			n++
+		}
+	}
+	dst = append(dst, ']')
+	n = 0
+	for i := range p.Patterns {
+		if p.Patterns[i].Section == s {
+			if n == 0 {
+				dst = append(dst, `,"patterns":[`...)
+			} else {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, p.Patterns[i].Pattern)
+			n++
+		}
+	}
+	if n > 0 {
+		dst = append(dst, ']')
+	}
+	dst = append(dst, `,"lsn":"`...)
+	dst = appendLSN(dst, c.CommitLSN)
+	dst = append(dst, `","commit_time":"`...)
+	dst = c.CommitTime.UTC().AppendFormat(dst, time.RFC3339Nano)
+	return append(dst, `"}`...)
+}
+
+// appendLSN appends lsn as pg_lsn text, as pglogrepl.LSN.String does.
+func appendLSN(dst []byte, lsn pglogrepl.LSN) []byte {
+	dst = appendHex(dst, uint32(lsn>>32))
+	dst = append(dst, '/')
+	return appendHex(dst, uint32(lsn))
+}
+
+func appendHex(dst []byte, v uint32) []byte {
+	const digits = "0123456789ABCDEF"
+	var buf [8]byte
+	i := len(buf)
+	for {
+		i--
+		buf[i] = digits[v&0xF]
+		v >>= 4
+		if v == 0 {
+			break
+		}
+	}
+	return append(dst, buf[i:]...)
 }
 
 var _ replication.Merger = (*Builder)(nil)
@@ -720,16 +895,8 @@ func (b *Builder) Merge(later replication.Tx) {
 		}
 	}
 	for _, r := range l.revs {
-		if b.revIndex == nil {
-			b.revIndex = make(map[string]struct{})
-		}
-		id := r.Key
-		if r.IsPattern {
-			id = "\x00" + r.Key
-		}
-		if _, ok := b.revIndex[id]; !ok {
-			b.revIndex[id] = struct{}{}
-			b.revs = append(b.revs, r)
+		if !b.hasRevision(r.Key, r.IsPattern) {
+			b.appendRevision(r)
 		}
 	}
 	for _, m := range l.missing {

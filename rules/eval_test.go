@@ -856,3 +856,90 @@ func TestRevisionsEscalate(t *testing.T) {
 		t.Errorf("revisions %+v", p.Revisions)
 	}
 }
+
+// A Builder scans its first few keys and revisions and indexes the rest in
+// maps; deduplication and the key limit must hold the same on both sides of
+// that switch.
+func TestKeyLimitAcrossIndexing(t *testing.T) {
+	rs := compile(t, `{"sections": {"run": {"keys": ["lit", "run:{run_id}"], "revision": "rev:{run_id}"}},
+		"rules": [{"name": "runs", "tables": ["public.runs"], "invalidate": ["run"]}]}`)
+	for _, limit := range []int{1, 2, 7, 8, 9, 10, 30} {
+		for _, n := range []int{limit - 2, limit - 1, limit, limit + 1, 3 * limit} {
+			if n < 1 {
+				continue
+			}
+			t.Run(fmt.Sprintf("limit %d, %d distinct rows", limit, n), func(t *testing.T) {
+				rs.MaxTxKeys = limit
+				b := rs.Begin(replication.Begin{Xid: 1})
+				// Every row twice, the second time after all the others.
+				for round := 0; round < 2; round++ {
+					for i := range n {
+						b.Add(ins(runsF, fmt.Sprint(i), fmt.Sprint(i), "p"))
+					}
+				}
+				p := b.Plan(replication.Commit{})
+				keys, revs := keyList(p), revisionList(p)
+				// "lit" counts toward the limit: n+1 distinct keys.
+				if n+1 <= limit {
+					if len(keys) != n+1 || len(p.Patterns) != 0 {
+						t.Fatalf("under the limit: keys %q, patterns %q", keys, patternList(p))
+					}
+					seen := map[string]bool{}
+					for _, k := range p.Keys {
+						if seen[k.Key] {
+							t.Fatalf("key %s twice", k.Key)
+						}
+						seen[k.Key] = true
+					}
+				} else if want := []string{"lit run/runs/literal", "run:* run/runs/escalated"}; !slices.Equal(append(keys, patternList(p)...), want) {
+					t.Fatalf("over the limit: got %q, want %q", append(keys, patternList(p)...), want)
+				}
+				if n <= limit {
+					if len(revs) != n {
+						t.Fatalf("%d revisions for %d rows under the limit: %q", len(revs), n, revs)
+					}
+				} else if !slices.Equal(revs, []string{"rev:* run (pattern)"}) {
+					t.Fatalf("revisions over the limit: %q", revs)
+				}
+			})
+		}
+	}
+}
+
+func TestManySectionsTouched(t *testing.T) {
+	var sections, names []string
+	for i := range 20 {
+		sections = append(sections, fmt.Sprintf(`"s%d": {"keys": ["k%d:{run_id}"], "channel": "c"}`, i, i))
+		names = append(names, fmt.Sprintf(`"s%d"`, i))
+	}
+	rs := compile(t, `{"sections": {`+strings.Join(sections, ",")+`},
+		"rules": [{"name": "r", "tables": ["public.runs"], "invalidate": [`+strings.Join(names, ",")+`]}]}`)
+	b := rs.Begin(replication.Begin{})
+	for i := range 3 {
+		b.Add(ins(runsF, fmt.Sprint(i), "7", "p")) // the same keys three times
+	}
+	p := b.Plan(replication.Commit{})
+	if len(p.Keys) != 20 || len(p.Messages) != 20 {
+		t.Fatalf("%d keys, %d messages, want 20 of each", len(p.Keys), len(p.Messages))
+	}
+	for i, m := range p.Messages {
+		if m.Section != fmt.Sprintf("s%d", i) {
+			t.Errorf("message %d is section %s: not in first-touch order", i, m.Section)
+		}
+	}
+}
+
+// The common transaction, one row that names a key and a revision, costs
+// four allocations: the Builder, the two strings and the channel message.
+func TestSmallTransactionAllocations(t *testing.T) {
+	rs := compile(t, evalRules)
+	change := ins(runsF, "1", "7", "p")
+	allocs := testing.AllocsPerRun(200, func() {
+		b := rs.Begin(begin)
+		b.Add(change)
+		b.Plan(commit)
+	})
+	if allocs > 4 {
+		t.Errorf("%.0f allocations for a one-row transaction, want at most 4", allocs)
+	}
+}
