@@ -175,3 +175,26 @@ func TestWriteToResetConnection(t *testing.T) {
 		t.Fatalf("write to a reset connection: %v, want ECONNRESET or EPIPE", err)
 	}
 }
+
+func TestReadWriteAllocateNothing(t *testing.T) {
+	c, s := pair(t)
+	buf := make([]byte, 64)
+	msg := []byte("0123456789")
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := s.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0 {
+		t.Errorf("a read and a write allocate %.1f times", allocs)
+	}
+}
