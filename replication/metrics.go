@@ -11,6 +11,7 @@ type metrics struct {
 	lagBytes     prometheus.Gauge
 	reconnects   prometheus.Counter
 	standby      prometheus.Gauge
+	paced        prometheus.Counter
 	// byTable caches the per-operation counters of each table so the
 	// per-change path does no label lookup.
 	byTable map[string]*[OpTruncate + 1]prometheus.Counter
@@ -39,11 +40,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cdcd_standby",
 			Help: "1 while another consumer holds the slot and this instance waits to take over.",
 		}),
+		paced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcd_apply_paced_seconds_total",
+			Help: "Time the applier waited to pace round trips under load (CDCD_APPLY_RATE).",
+		}),
 		byTable: make(map[string]*[OpTruncate + 1]prometheus.Counter),
 		counter: make(map[uint32]*[OpTruncate + 1]prometheus.Counter),
 	}
 	if reg != nil {
-		reg.MustRegister(m.changes, m.confirmedLSN, m.lagBytes, m.reconnects, m.standby)
+		reg.MustRegister(m.changes, m.confirmedLSN, m.lagBytes, m.reconnects, m.standby, m.paced)
 	}
 	return m
 }

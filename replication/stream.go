@@ -64,6 +64,14 @@ type Config struct {
 	// the receive loop holds back while more of the stream is already
 	// buffered. Default 256.
 	MaxBatch int
+	// ApplyRate caps how many batches are applied per second under
+	// sustained load, after bursts of ApplyBurst (default 10): when
+	// transactions keep coming, the applier waits for the rest of its
+	// interval and takes everything that arrived meanwhile, so that a busy
+	// stream costs fewer, larger round trips to the sinks. A transaction
+	// that arrives while the applier is idle is applied at once. 0: no cap.
+	ApplyRate  int
+	ApplyBurst int
 	// ShutdownTimeout bounds how long a cancelled Run waits for the batch in
 	// hand to be applied before it sends the final status update. Default 5s.
 	ShutdownTimeout time.Duration
@@ -139,6 +147,9 @@ func New(cfg Config) (*Stream, error) {
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 256
+	}
+	if cfg.ApplyBurst <= 0 {
+		cfg.ApplyBurst = 10
 	}
 	if cfg.Tables == nil {
 		cfg.Tables = func() []string { return nil }
@@ -240,6 +251,10 @@ func (s *Stream) drainApplier() {
 func (s *Stream) applyLoop(ctx context.Context) {
 	defer close(s.applyDone)
 	var taken []Committed
+	pace := pacer{burst: s.cfg.ApplyBurst}
+	if s.cfg.ApplyRate > 0 {
+		pace.interval = time.Second / time.Duration(s.cfg.ApplyRate)
+	}
 	for {
 		select {
 		case <-s.stopApply:
@@ -250,6 +265,14 @@ func (s *Stream) applyLoop(ctx context.Context) {
 		case <-s.stopApply:
 			return
 		case <-s.queue.ready:
+		}
+		if d := pace.wait(time.Now()); d > 0 {
+			s.m.paced.Add(d.Seconds())
+			select {
+			case <-s.stopApply:
+				return
+			case <-time.After(d):
+			}
 		}
 		taken = s.queue.take(taken[:0])
 		for i := 0; i < len(taken); {
@@ -276,6 +299,30 @@ func (s *Stream) applyLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// pacer spaces events at most one per interval once bursts of burst have
+// been spent (the generic cell rate algorithm, a token bucket).
+type pacer struct {
+	interval time.Duration // 0: no pacing
+	burst    int
+	tat      time.Time // theoretical arrival time of the next event
+}
+
+// wait returns how long an event at now must wait for its turn, and counts
+// it as taken.
+func (p *pacer) wait(now time.Time) time.Duration {
+	if p.interval <= 0 {
+		return 0
+	}
+	if p.tat.Before(now) {
+		p.tat = now
+	}
+	p.tat = p.tat.Add(p.interval)
+	if allow := p.tat.Add(-time.Duration(p.burst) * p.interval); allow.After(now) {
+		return allow.Sub(now)
+	}
+	return 0
 }
 
 // ack moves the applied position forward (never back).

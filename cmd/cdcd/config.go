@@ -34,6 +34,7 @@ type Config struct {
 
 	RulesPoll time.Duration `envconfig:"RULES_POLL" default:"1s"`
 	MaxTxKeys int           `envconfig:"MAX_TX_KEYS" default:"100000"`
+	ApplyRate int           `envconfig:"APPLY_RATE" default:"500"`
 
 	LagWarnBytes int64         `envconfig:"LAG_WARN_BYTES" default:"1073741824"`
 	WALPoll      time.Duration `envconfig:"WAL_POLL" default:"10s"`
@@ -124,6 +125,9 @@ func (c *Config) validate() error {
 		if u, err := url.Parse(c.AlertWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("ALERT_WEBHOOK_URL", "not an http:// or https:// URL (for Alertmanager: http://alertmanager:9093/api/v2/alerts)")
 		}
+	}
+	if c.ApplyRate < 0 {
+		bad("APPLY_RATE", "%d must be 0 (no cap) or more", c.ApplyRate)
 	}
 	if c.AlertBuffer < 1 {
 		bad("ALERT_BUFFER", "%d must be at least 1", c.AlertBuffer)

@@ -138,6 +138,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		BeforeConfirm:   d.beforeConfirm,
 		StatusInterval:  cfg.StatusInterval,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		ApplyRate:       cfg.ApplyRate,
 		Logger:          log,
 		Registerer:      d.reg,
 	})

@@ -1,0 +1,78 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Under a busy stream the applier takes what arrived while it waited for
+// its turn (CDCD_APPLY_RATE round trips a second after a burst of ten), and
+// still deletes every key and confirms every transaction.
+func TestBusyStreamIsAppliedInPacedBatches(t *testing.T) {
+	e := newEnv(t)
+	const rate, txs = 20, 400
+	d := e.startDaemon(fmt.Sprintf("CDCD_APPLY_RATE=%d", rate))
+	keys := make([]string, txs)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("nodb:%d:climate", 5000+i)
+	}
+	e.set(keys...)
+	before := d.metric("cdcd_apply_batch_transactions")
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < txs; i += 4 {
+				if _, err := e.db.Exec(context.Background(), `INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 's', 'h')`, 5000+i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	end := e.lsn()
+	waitFor(t, 30*time.Second, "every key to be deleted", func() bool {
+		n, err := e.rdb.Exists(context.Background(), keys...).Result()
+		return err == nil && n == 0
+	})
+	elapsed := time.Since(start)
+	e.waitConfirmed(end, 10*time.Second)
+
+	batches := d.metric("cdcd_apply_batch_transactions") - before
+	// A burst of ten, then at most rate a second (and one more for the
+	// interval in progress).
+	if limit := 10 + rate*elapsed.Seconds() + 1; batches > limit {
+		t.Errorf("%d transactions in %s took %.0f round trips; pacing allows %.0f", txs, elapsed.Round(time.Millisecond), batches, limit)
+	}
+	if got := d.metric("cdcd_transactions_total"); got < txs {
+		t.Errorf("cdcd_transactions_total = %.0f, want at least %d", got, txs)
+	}
+	t.Logf("%d transactions in %s: %.0f round trips, paced for %.2fs", txs, elapsed.Round(time.Millisecond), batches, d.metric("cdcd_apply_paced_seconds_total"))
+}
+
+// A stream slower than the cap is never delayed: each transaction is
+// applied as it arrives, well past the burst.
+func TestQuietStreamIsNotPaced(t *testing.T) {
+	e := newEnv(t)
+	d := e.startDaemon("CDCD_APPLY_RATE=20") // one round trip per 50ms
+	for i := range 30 {
+		e.set("nodb:9:climate")
+		start := time.Now()
+		e.write(`INSERT INTO climate_runs (run_id, scenario, hazard) VALUES (9, 's', 'h')`)
+		waitFor(t, 5*time.Second, "the key to be deleted", func() bool { return !e.exists("nodb:9:climate") })
+		if took := time.Since(start); took > 300*time.Millisecond {
+			t.Errorf("transaction %d: key gone after %s", i, took.Round(time.Millisecond))
+		}
+		time.Sleep(60 * time.Millisecond)
+	}
+	if paced := d.metric("cdcd_apply_paced_seconds_total"); paced != 0 {
+		t.Errorf("paced for %.3fs with one transaction every 60ms", paced)
+	}
+}
