@@ -35,7 +35,7 @@ var (
 	probes   = flag.Int("probes", 400, "lag probes")
 	pgbenchT = flag.Int("pgbench-seconds", 8, "seconds per write-cost run")
 	bigTx    = flag.Int("big", 1000000, "rows of the single large transaction")
-	rounds   = flag.Int("rounds", 3, "alternating rounds of the write-cost runs")
+	rounds   = flag.Int("rounds", 5, "alternating rounds of the write-cost runs")
 	steps    = flag.String("steps", "drain,lag,write,big", "the measures to take, comma-separated")
 	pprofDir = flag.String("pprof", "", "when set, save CPU profiles of cdcd (drain and write cost) in this directory")
 )
@@ -98,6 +98,14 @@ func run() error {
 	opt, _ := redis.ParseURL(b.rds.URL)
 	b.rdb = redis.NewClient(opt)
 	defer b.rdb.Close()
+	// Autovacuum would wake at random in some runs and not others; the
+	// bench vacuums between runs instead (settle).
+	if err := b.exec(`ALTER SYSTEM SET autovacuum = off`); err != nil {
+		return err
+	}
+	if err := b.exec(`SELECT pg_reload_conf()`); err != nil {
+		return err
+	}
 
 	all := map[string]func() error{"drain": b.drain, "lag": b.lag, "write": b.writeCost, "big": b.bigTransaction, "serve": b.serve}
 	for _, name := range strings.Split(*steps, ",") {
@@ -125,6 +133,17 @@ func (b *bench) serve() error {
 	ctx, stop := signal.NotifyContext(b.ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
+	return nil
+}
+
+// settle brings the server to the same quiet state before each measured
+// run: dead rows vacuumed, statistics fresh, dirty buffers checkpointed.
+func (b *bench) settle() error {
+	for _, sql := range []string{`VACUUM (ANALYZE) climate_runs`, `VACUUM (ANALYZE) topics`, `CHECKPOINT`} {
+		if err := b.exec(sql); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -186,6 +205,24 @@ func (b *bench) startCdcd(slot string) (*daemon, error) {
 		"CDCD_LOG_LEVEL=warn", fmt.Sprintf("CDCD_PPROF=%t", *pprofDir != ""))
 	d.cmd.Stderr = os.Stderr
 	return d, d.cmd.Start()
+}
+
+// metrics returns the daemon's unlabelled metrics by name.
+func (d *daemon) metrics() map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + d.addr + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if ok && !strings.HasPrefix(name, "#") && !strings.Contains(name, "{") {
+			out[name], _ = strconv.ParseFloat(val, 64)
+		}
+	}
+	return out
 }
 
 // profile saves a CPU profile of d over the next seconds as DIR/name.prof,
@@ -324,6 +361,9 @@ func (b *bench) drain() error {
 		return err
 	}
 	end := b.lsn()
+	if err := b.settle(); err != nil {
+		return err
+	}
 	changes := *bulkRows + *smallTx/4*4 + 2**bulkRows + 1
 	logf("backlog: %d changes, ending at %s", changes, end)
 
@@ -369,6 +409,11 @@ func (b *bench) drain() error {
 		d.stop()
 		logf("drain round %d: pg_recvlogical %s, cdcd %s", i+1, rWall[i].Round(time.Millisecond), cWall[i].Round(time.Millisecond))
 	}
+	for _, s := range slots {
+		if err := b.exec(`SELECT pg_drop_replication_slot($1)`, s); err != nil {
+			return err
+		}
+	}
 	rw, cw, rc, cc := median(rWall), median(cWall), median(rCPU), median(cCPU)
 	b.row(fmt.Sprintf("drain %dk changes: wall", changes/1000), fmt.Sprintf("%s (%.2f×)", cw.Round(time.Millisecond), cw.Seconds()/rw.Seconds()), "pg_recvlogical "+rw.Round(time.Millisecond).String())
 	b.row("drain: CPU", fmt.Sprintf("%s (%.2f×)", cc.Round(time.Millisecond), cc.Seconds()/max(rc.Seconds(), 0.001)), "pg_recvlogical "+rc.Round(time.Millisecond).String())
@@ -389,6 +434,9 @@ func median(d []time.Duration) time.Duration {
 // follows at once); its UNLINK is when the deletion event reaches a bare
 // RESP connection here.
 func (b *bench) lag() error {
+	if err := b.settle(); err != nil {
+		return err
+	}
 	if err := b.exec(`SELECT pg_create_logical_replication_slot('cdcd_lag', 'pgoutput')`); err != nil {
 		return err
 	}
@@ -556,6 +604,7 @@ func (b *bench) writeCost() error {
 	configs := []string{"none", "pg_recvlogical", "cdcd", "trigger"}
 	tps := map[string][]float64{}
 	var recvCPU, cdcdCPU, redisCPU []time.Duration
+	var batches, batched float64
 	for round := 0; round < *rounds; round++ {
 		for _, c := range configs {
 			var stop func() error
@@ -563,6 +612,9 @@ func (b *bench) writeCost() error {
 			var d *daemon
 			pid := 0 // the consumer's
 			slot := fmt.Sprintf("bench_w_%s_%d", strings.ReplaceAll(c, "_", ""), round)
+			if err := b.settle(); err != nil {
+				return err
+			}
 			switch c {
 			case "pg_recvlogical", "cdcd":
 				if err := b.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
@@ -616,6 +668,9 @@ func (b *bench) writeCost() error {
 			case "cdcd":
 				cdcdCPU = append(cdcdCPU, cpu(pid)-c0)
 				redisCPU = append(redisCPU, b.redisCPU()-r0)
+				m := d.metrics()
+				batches += m["cdcd_apply_batch_transactions_count"]
+				batched += m["cdcd_apply_batch_transactions_sum"]
 			}
 			if serr := stop(); err == nil {
 				err = serr
@@ -641,6 +696,7 @@ func (b *bench) writeCost() error {
 		fmt.Sprintf("pg_recvlogical %.0f, none %.0f, NOTIFY trigger %.0f", med(tps["pg_recvlogical"]), med(tps["none"]), med(tps["trigger"])))
 	b.row(fmt.Sprintf("write cost: consumer CPU in %ds of pgbench", *pgbenchT), fmt.Sprintf("%s + Redis %s", median(cdcdCPU).Round(time.Millisecond), median(redisCPU).Round(time.Millisecond)),
 		"pg_recvlogical "+median(recvCPU).Round(time.Millisecond).String())
+	b.row("write cost: transactions per Redis round trip", fmt.Sprintf("%.1f", batched/max(batches, 1)), "")
 	return nil
 }
 
@@ -650,6 +706,9 @@ func (b *bench) bigTransaction() error {
 		return err
 	}
 	if err := b.exec(`INSERT INTO climate_runs (run_id, scenario, hazard) SELECT g, 's', 'h' FROM generate_series(1, $1) g`, *bigTx); err != nil {
+		return err
+	}
+	if err := b.settle(); err != nil {
 		return err
 	}
 	if err := b.exec(`SELECT pg_create_logical_replication_slot('cdcd_big', 'pgoutput')`); err != nil {
