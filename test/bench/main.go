@@ -35,7 +35,7 @@ var (
 	probes   = flag.Int("probes", 400, "lag probes")
 	pgbenchT = flag.Int("pgbench-seconds", 8, "seconds per write-cost run")
 	bigTx    = flag.Int("big", 1000000, "rows of the single large transaction")
-	rounds   = flag.Int("rounds", 5, "alternating rounds of the write-cost runs")
+	rounds   = flag.Int("rounds", 7, "alternating rounds of the write-cost runs")
 	steps    = flag.String("steps", "drain,lag,write,big", "the measures to take, comma-separated")
 	pprofDir = flag.String("pprof", "", "when set, save CPU profiles of cdcd (drain and write cost) in this directory")
 )
@@ -449,6 +449,7 @@ func (b *bench) lag() error {
 	if err := b.rdb.ConfigSet(b.ctx, "notify-keyspace-events", "Eg").Err(); err != nil {
 		return err
 	}
+	defer b.rdb.ConfigSet(b.ctx, "notify-keyspace-events", "")
 	deleted, closeWatch, err := watchDeletions(b.rds.Addr)
 	if err != nil {
 		return err
@@ -601,12 +602,22 @@ func (b *bench) writeCost() error {
 		SELECT g, 's', 'h' FROM generate_series(1, 100000 - (SELECT count(*) FROM climate_runs WHERE id <= 100000)) g`); err != nil {
 		return err
 	}
-	configs := []string{"none", "pg_recvlogical", "cdcd", "trigger"}
+	// A warm-up run, not counted.
+	if _, err := b.pgbench(script, "-c", "4", "-j", "2", "-T", strconv.Itoa(*pgbenchT)); err != nil {
+		return err
+	}
 	tps := map[string][]float64{}
-	var recvCPU, cdcdCPU, redisCPU []time.Duration
+	var ratios []float64 // cdcd / pg_recvlogical, per round
+	var recvCPU, cdcdCPU, redisCPU, recvWS, cdcdWS []time.Duration
 	var batches, batched float64
 	for round := 0; round < *rounds; round++ {
-		for _, c := range configs {
+		// The two consumers run back to back, each first in every other
+		// round, so that drift over the run favours neither.
+		order := []string{"pg_recvlogical", "cdcd", "none", "trigger"}
+		if round%2 == 1 {
+			order = []string{"cdcd", "pg_recvlogical", "trigger", "none"}
+		}
+		for _, c := range order {
 			var stop func() error
 			var prof <-chan error
 			var d *daemon
@@ -654,23 +665,30 @@ func (b *bench) writeCost() error {
 				stop = func() error { return nil }
 			}
 			time.Sleep(time.Second)
-			c0, r0, s0 := cpu(pid), b.redisCPU(), runTime(pid)
+			r0, s0 := b.redisCPU(), runTime(pid)
+			var walsender int
+			if pid != 0 {
+				_ = b.db.QueryRow(b.ctx, `SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&walsender)
+			}
+			w0 := runTime(walsender)
 			if d != nil && round == 0 {
 				prof = d.profile("write", *pgbenchT-1)
 			}
 			v, err := b.pgbench(script, "-c", "4", "-j", "2", "-T", strconv.Itoa(*pgbenchT))
-			if pid != 0 {
-				logf("%s: stat CPU %s, schedstat %s", c, cpu(pid)-c0, runTime(pid)-s0)
-			}
 			switch c {
 			case "pg_recvlogical":
-				recvCPU = append(recvCPU, cpu(pid)-c0)
+				recvCPU = append(recvCPU, runTime(pid)-s0)
+				recvWS = append(recvWS, runTime(walsender)-w0)
+				logf("pg_recvlogical: %s CPU, its walsender %s", recvCPU[len(recvCPU)-1], recvWS[len(recvWS)-1])
 			case "cdcd":
-				cdcdCPU = append(cdcdCPU, cpu(pid)-c0)
+				cdcdCPU = append(cdcdCPU, runTime(pid)-s0)
 				redisCPU = append(redisCPU, b.redisCPU()-r0)
+				cdcdWS = append(cdcdWS, runTime(walsender)-w0)
 				m := d.metrics()
 				batches += m["cdcd_apply_batch_transactions_count"]
 				batched += m["cdcd_apply_batch_transactions_sum"]
+				logf("cdcd: %s CPU, its walsender %s, Redis %s; %.0f transactions in %.0f round trips, paced %.2fs", cdcdCPU[len(cdcdCPU)-1], cdcdWS[len(cdcdWS)-1], redisCPU[len(redisCPU)-1],
+					m["cdcd_apply_batch_transactions_sum"], m["cdcd_apply_batch_transactions_count"], m["cdcd_apply_paced_seconds_total"])
 			}
 			if serr := stop(); err == nil {
 				err = serr
@@ -686,16 +704,20 @@ func (b *bench) writeCost() error {
 			tps[c] = append(tps[c], v)
 			logf("write cost round %d: %s %.0f tps", round+1, c, v)
 		}
+		ratios = append(ratios, tps["cdcd"][round]/tps["pg_recvlogical"][round])
 	}
 	med := func(v []float64) float64 {
 		s := slices.Clone(v)
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
-	b.row("write cost: pgbench TPS while consuming", fmt.Sprintf("%.0f (%.2f× pg_recvlogical)", med(tps["cdcd"]), med(tps["cdcd"])/med(tps["pg_recvlogical"])),
+	b.row("write cost: pgbench TPS while consuming", fmt.Sprintf("%.0f (%.2f× pg_recvlogical)", med(tps["cdcd"]), med(ratios)),
 		fmt.Sprintf("pg_recvlogical %.0f, none %.0f, NOTIFY trigger %.0f", med(tps["pg_recvlogical"]), med(tps["none"]), med(tps["trigger"])))
+	slices.Sort(ratios)
+	b.row("write cost: cdcd/pg_recvlogical per round", fmt.Sprintf("%.2f", ratios), "the median is the ratio above")
 	b.row(fmt.Sprintf("write cost: consumer CPU in %ds of pgbench", *pgbenchT), fmt.Sprintf("%s + Redis %s", median(cdcdCPU).Round(time.Millisecond), median(redisCPU).Round(time.Millisecond)),
 		"pg_recvlogical "+median(recvCPU).Round(time.Millisecond).String())
+	b.row("write cost: the consumer's walsender CPU", median(cdcdWS).Round(time.Millisecond).String(), "pg_recvlogical's "+median(recvWS).Round(time.Millisecond).String())
 	b.row("write cost: transactions per Redis round trip", fmt.Sprintf("%.1f", batched/max(batches, 1)), "")
 	return nil
 }
