@@ -32,7 +32,7 @@ import (
 var (
 	smallTx  = flag.Int("small", 200000, "single-row transactions in the drain backlog")
 	bulkRows = flag.Int("bulk", 150000, "rows of each of the two bulk UPDATEs in the backlog")
-	probes   = flag.Int("probes", 400, "lag probes")
+	probes   = flag.Int("probes", 1000, "lag probes")
 	pgbenchT = flag.Int("pgbench-seconds", 8, "seconds per write-cost run")
 	bigTx    = flag.Int("big", 1000000, "rows of the single large transaction")
 	rounds   = flag.Int("rounds", 7, "alternating rounds of the write-cost runs")
@@ -505,6 +505,8 @@ func (b *bench) lag() error {
 	if err := <-bg; err != nil {
 		return err
 	}
+	m := d.metrics()
+	logf("lag: %.0f transactions in %.0f round trips, paced %.3fs", m["cdcd_apply_batch_transactions_sum"], m["cdcd_apply_batch_transactions_count"], m["cdcd_apply_paced_seconds_total"])
 	for _, d := range [][]time.Duration{lat, fromSend, rtt} {
 		slices.Sort(d)
 	}
