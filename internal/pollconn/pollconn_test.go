@@ -198,3 +198,37 @@ func TestReadWriteAllocateNothing(t *testing.T) {
 		t.Errorf("a read and a write allocate %.1f times", allocs)
 	}
 }
+
+// PostgreSQL is often reached over a Unix socket.
+func TestUnixSocket(t *testing.T) {
+	path := t.TempDir() + "/s"
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		s, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		io.Copy(s, s) // echo
+	}()
+	raw, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pollconn.Wrap(raw)
+	defer c.Close()
+	if _, ok := c.(*net.UnixConn); ok && runtime.GOOS == "linux" {
+		t.Fatal("Wrap returned the Unix connection unwrapped")
+	}
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo: %q, %v", buf, err)
+	}
+}
