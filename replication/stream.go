@@ -65,13 +65,12 @@ type Config struct {
 	// buffered. Default 256.
 	MaxBatch int
 	// ApplyRate caps how many batches are applied per second under
-	// sustained load, after bursts of ApplyBurst (default 10): when
+	// sustained load, after bursts of applyBurst: when
 	// transactions keep coming, the applier waits for the rest of its
 	// interval and takes everything that arrived meanwhile, so that a busy
 	// stream costs fewer, larger round trips to the sinks. A transaction
 	// that arrives while the applier is idle is applied at once. 0: no cap.
-	ApplyRate  int
-	ApplyBurst int
+	ApplyRate int
 	// ShutdownTimeout bounds how long a cancelled Run waits for the batch in
 	// hand to be applied before it sends the final status update. Default 5s.
 	ShutdownTimeout time.Duration
@@ -147,9 +146,6 @@ func New(cfg Config) (*Stream, error) {
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 256
-	}
-	if cfg.ApplyBurst <= 0 {
-		cfg.ApplyBurst = 10
 	}
 	if cfg.Tables == nil {
 		cfg.Tables = func() []string { return nil }
@@ -251,7 +247,7 @@ func (s *Stream) drainApplier() {
 func (s *Stream) applyLoop(ctx context.Context) {
 	defer close(s.applyDone)
 	var taken []Committed
-	pace := pacer{burst: s.cfg.ApplyBurst}
+	pace := pacer{burst: applyBurst}
 	if s.cfg.ApplyRate > 0 {
 		pace.interval = time.Second / time.Duration(s.cfg.ApplyRate)
 	}
@@ -300,6 +296,9 @@ func (s *Stream) applyLoop(ctx context.Context) {
 		}
 	}
 }
+
+// applyBurst is how many batches in a row the applier takes without pacing.
+const applyBurst = 10
 
 // pacer spaces events at most one per interval once bursts of burst have
 // been spent (the generic cell rate algorithm, a token bucket).
@@ -479,8 +478,9 @@ type receiver struct {
 	deadlineSet time.Time
 	persisted   pglogrepl.LSN // highest position BeforeConfirm accepted
 
-	// held are committed transactions not yet handed to the applier; the
-	// first was held at holdUntil-holdLimit.
+	// held are committed transactions not yet handed to the applier;
+	// holdUntil is set when the loop first sees them held, and cleared when
+	// they are handed over.
 	held      []Committed
 	holdUntil time.Time
 
@@ -525,6 +525,9 @@ func (r *receiver) loop(ctx context.Context) error {
 			// Hand the held transactions over before waiting for the
 			// server. With part of a message buffered, the rest is on its
 			// way: read on, but no longer than holdLimit.
+			if r.holdUntil.IsZero() {
+				r.holdUntil = now.Add(holdLimit)
+			}
 			if r.conn.Frontend().ReadBufferLen() == 0 || !now.Before(r.holdUntil) {
 				if err := r.flush(ctx); err != nil {
 					return err
@@ -815,9 +818,6 @@ func (r *receiver) handleStream(ctx context.Context, ev event) (bool, error) {
 // applier gets them in batches, one Redis round trip each, without waiting
 // for anything that has not arrived yet.
 func (r *receiver) deliver(ctx context.Context, c Committed) error {
-	if len(r.held) == 0 {
-		r.holdUntil = time.Now().Add(holdLimit)
-	}
 	r.held = append(r.held, c)
 	if len(r.held) >= r.s.cfg.MaxBatch {
 		return r.flush(ctx)
@@ -836,6 +836,7 @@ func (r *receiver) flush(ctx context.Context) error {
 	queued := r.s.queue.put(r.held)
 	clear(r.held)
 	r.held = r.held[:0]
+	r.holdUntil = time.Time{}
 	if queued < r.s.cfg.QueueSize {
 		return nil
 	}

@@ -94,15 +94,15 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 	return &Redis{cfg: cfg, client: redis.NewClient(opt), log: log, m: m}, nil
 }
 
-// dialer dials as go-redis does by default, with the connection's reads and
-// writes on the raw path (see internal/pollconn). The wrapped connection
-// does not expose its descriptor, so the pool no longer peeks at it before
-// each use: a connection that died while idle fails its command, is
-// discarded, and Apply retries on a new one.
+// dialer dials with go-redis's own dialer, puts the connection's reads and
+// writes on the raw path (see internal/pollconn) and adds TLS on top, as
+// that dialer would. The wrapped connection does not expose its descriptor,
+// so the pool no longer peeks at it before each use: a connection that died
+// while idle fails its command, is discarded, and Apply retries on a new one.
 func dialer(opt *redis.Options) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial := redis.NewDialer(&redis.Options{DialTimeout: opt.DialTimeout})
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		d := net.Dialer{Timeout: opt.DialTimeout, KeepAlive: 5 * time.Minute}
-		c, err := d.DialContext(ctx, network, addr)
+		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +110,13 @@ func dialer(opt *redis.Options) func(ctx context.Context, network, addr string) 
 		if opt.TLSConfig == nil {
 			return c, nil
 		}
-		tc := tls.Client(c, opt.TLSConfig)
+		cfg := opt.TLSConfig
+		if cfg.ServerName == "" {
+			// As tls.DialWithDialer does.
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, err

@@ -285,18 +285,6 @@ func (d *daemon) stop() {
 	_ = d.cmd.Wait()
 }
 
-// cpu returns the process's user+system CPU time so far.
-func cpu(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
-}
-
 // runTime returns the time the process's live threads have spent on a CPU,
 // from the scheduler's own clock.
 func runTime(pid int) time.Duration {
@@ -399,7 +387,7 @@ func (b *bench) drain() error {
 			time.Sleep(2 * time.Millisecond)
 		}
 		cWall = append(cWall, time.Since(start))
-		cCPU = append(cCPU, cpu(d.cmd.Process.Pid))
+		cCPU = append(cCPU, runTime(d.cmd.Process.Pid))
 		rss = max(rss, peakRSS(d.cmd.Process.Pid))
 		if prof != nil {
 			if err := <-prof; err != nil {
