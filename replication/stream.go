@@ -65,11 +65,14 @@ type Config struct {
 	// buffered. Default 256.
 	MaxBatch int
 	// ApplyRate caps how many batches are applied per second under
-	// sustained load, after bursts of applyBurst: when
-	// transactions keep coming, the applier waits for the rest of its
-	// interval and takes everything that arrived meanwhile, so that a busy
-	// stream costs fewer, larger round trips to the sinks. A transaction
-	// that arrives while the applier is idle is applied at once. 0: no cap.
+	// sustained load, after bursts of applyBurst: when transactions keep
+	// coming, the applier waits for the rest of its interval and takes
+	// everything that arrived meanwhile, so that a busy stream costs fewer,
+	// larger round trips to the sinks. The cap holds while the stream
+	// brings up to lightRate transactions a second; a busier stream gets
+	// proportionally fewer batches, down to ApplyRate/maxStretch. A
+	// transaction that arrives while the applier is idle is applied at
+	// once. 0: no cap.
 	ApplyRate int
 	// ShutdownTimeout bounds how long a cancelled Run waits for the batch in
 	// hand to be applied before it sends the final status update. Default 5s.
@@ -158,7 +161,7 @@ func New(cfg Config) (*Stream, error) {
 		cfg:       cfg,
 		log:       log,
 		m:         newMetrics(cfg.Registerer),
-		queue:     newHandoff(),
+		queue:     newHandoff(cfg.MaxBatch),
 		stopApply: make(chan struct{}),
 		applyDone: make(chan struct{}),
 	}
@@ -249,7 +252,7 @@ func (s *Stream) applyLoop(ctx context.Context) {
 	var taken []Committed
 	pace := pacer{burst: applyBurst}
 	if s.cfg.ApplyRate > 0 {
-		pace.interval = time.Second / time.Duration(s.cfg.ApplyRate)
+		pace.base = time.Second / time.Duration(s.cfg.ApplyRate)
 	}
 	for {
 		select {
@@ -262,15 +265,30 @@ func (s *Stream) applyLoop(ctx context.Context) {
 			return
 		case <-s.queue.ready:
 		}
-		if d := pace.wait(time.Now()); d > 0 {
-			s.m.paced.Add(d.Seconds())
-			select {
-			case <-s.stopApply:
-				return
-			case <-time.After(d):
+		queued := s.queue.len()
+		if queued == 0 {
+			continue // signalled for what the last take got
+		}
+		// Wait for this batch's turn, but not past a full batch: a backlog
+		// is applied as fast as the sinks take it.
+		if queued < s.cfg.MaxBatch {
+			if d := pace.wait(time.Now()); d > 0 {
+				start := time.Now()
+				t := time.NewTimer(d)
+				select {
+				case <-s.stopApply:
+					t.Stop()
+					return
+				case <-t.C:
+				case <-s.queue.full:
+					t.Stop()
+					pace.refund() // a full batch goes out of turn
+				}
+				s.m.paced.Add(time.Since(start).Seconds())
 			}
 		}
 		taken = s.queue.take(taken[:0])
+		pace.arrived(len(taken), time.Now())
 		for i := 0; i < len(taken); {
 			n := min(len(taken)-i, s.cfg.MaxBatch)
 			batch := taken[i : i+n]
@@ -301,27 +319,73 @@ func (s *Stream) applyLoop(ctx context.Context) {
 const applyBurst = 10
 
 // pacer spaces events at most one per interval once bursts of burst have
-// been spent (the generic cell rate algorithm, a token bucket).
+// been spent (the generic cell rate algorithm, a token bucket). The interval
+// is base while the stream brings up to lightRate transactions a second and
+// grows in proportion beyond that, up to maxStretch × base. Round trips are
+// what a consumer costs the database host: while the stream is light they
+// are cheap and latency is what matters; a heavy stream means a busy
+// database, whose CPU every round trip takes from, and there each round
+// trip carries more transactions instead.
 type pacer struct {
-	interval time.Duration // 0: no pacing
-	burst    int
-	tat      time.Time // theoretical arrival time of the next event
+	base  time.Duration // 0: no pacing
+	burst int
+	tat   time.Time     // theoretical arrival time of the next event
+	last  time.Duration // what the last event added to tat
+
+	// The arrival rate, measured over windows of at least rateWindow.
+	since time.Time
+	count int
+	rate  float64 // transactions per second in the last window
+}
+
+const (
+	lightRate  = 1000 // transactions per second paced at base
+	maxStretch = 5
+	rateWindow = 100 * time.Millisecond
+)
+
+// interval is the current spacing of events.
+func (p *pacer) interval() time.Duration {
+	f := min(max(p.rate/lightRate, 1), maxStretch)
+	return time.Duration(float64(p.base) * f)
 }
 
 // wait returns how long an event at now must wait for its turn, and counts
 // it as taken.
 func (p *pacer) wait(now time.Time) time.Duration {
-	if p.interval <= 0 {
+	if p.base <= 0 {
 		return 0
 	}
+	iv := p.interval()
 	if p.tat.Before(now) {
 		p.tat = now
 	}
-	p.tat = p.tat.Add(p.interval)
-	if allow := p.tat.Add(-time.Duration(p.burst) * p.interval); allow.After(now) {
+	p.tat = p.tat.Add(iv)
+	p.last = iv
+	if allow := p.tat.Add(-time.Duration(p.burst) * iv); allow.After(now) {
 		return allow.Sub(now)
 	}
 	return 0
+}
+
+// refund uncounts the last event, which did not wait for its turn after
+// all.
+func (p *pacer) refund() {
+	p.tat = p.tat.Add(-p.last)
+	p.last = 0
+}
+
+// arrived records n transactions taken at now. A window that ends after a
+// quiet spell counts the spell, so the rate falls at once.
+func (p *pacer) arrived(n int, now time.Time) {
+	if p.since.IsZero() {
+		p.since = now
+	}
+	p.count += n
+	if el := now.Sub(p.since); el >= rateWindow {
+		p.rate = float64(p.count) / el.Seconds()
+		p.since, p.count = now, 0
+	}
 }
 
 // ack moves the applied position forward (never back).
@@ -861,12 +925,14 @@ func (r *receiver) flush(ctx context.Context) error {
 type handoff struct {
 	mu    sync.Mutex
 	txs   []Committed
+	batch int           // a full batch
 	ready chan struct{} // signalled when txs becomes non-empty
+	full  chan struct{} // signalled when txs reaches a full batch
 	space chan struct{} // signalled when the applier takes txs
 }
 
-func newHandoff() handoff {
-	return handoff{ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+func newHandoff(batch int) handoff {
+	return handoff{batch: batch, ready: make(chan struct{}, 1), full: make(chan struct{}, 1), space: make(chan struct{}, 1)}
 }
 
 // put appends txs and returns how many wait now.
@@ -875,9 +941,9 @@ func (h *handoff) put(txs []Committed) int {
 	h.txs = append(h.txs, txs...)
 	n := len(h.txs)
 	h.mu.Unlock()
-	select {
-	case h.ready <- struct{}{}:
-	default:
+	signal(h.ready)
+	if n >= h.batch && n-len(txs) < h.batch {
+		signal(h.full)
 	}
 	return n
 }
@@ -889,11 +955,21 @@ func (h *handoff) take(spare []Committed) []Committed {
 	out := h.txs
 	h.txs = spare[:0]
 	h.mu.Unlock()
+	// A full batch signalled before this take is in it.
 	select {
-	case h.space <- struct{}{}:
+	case <-h.full:
 	default:
 	}
+	signal(h.space)
 	return out
+}
+
+// signal wakes c's receiver, unless a wake-up is already pending.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 func (h *handoff) len() int {

@@ -77,3 +77,29 @@ func TestQuietStreamIsNotPaced(t *testing.T) {
 		t.Errorf("paced for %.3fs with one transaction every 60ms", paced)
 	}
 }
+
+// A backlog is applied as fast as Redis takes it: pacing only makes a busy
+// stream share round trips, and a full batch has nothing to wait for.
+func TestBacklogIsNotPaced(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, e.slot)
+	// 40,000 one-row transactions wait in the slot before cdcd starts.
+	e.exec(`DO $$ BEGIN
+		FOR i IN 1..40000 LOOP
+			INSERT INTO climate_runs (run_id, scenario, hazard) VALUES (6000 + i % 100, 's', 'h');
+			COMMIT;
+		END LOOP;
+	END $$`)
+	e.set("nodb:7777:climate")
+	e.write(`INSERT INTO climate_runs (run_id, scenario, hazard) VALUES (7777, 's', 'h')`)
+	// One round trip a second after a burst of ten: paced, the backlog's
+	// 40 or more full queues would wait 30s or more.
+	d := e.startDaemon("CDCD_APPLY_RATE=1")
+	start := time.Now()
+	waitFor(t, 60*time.Second, "the backlog's last key to be deleted", func() bool { return !e.exists("nodb:7777:climate") })
+	paced := d.metric("cdcd_apply_paced_seconds_total")
+	t.Logf("backlog applied in %s, paced for %.2fs in %.0f round trips", time.Since(start).Round(time.Millisecond), paced, d.metric("cdcd_apply_batch_transactions"))
+	if paced > 2 {
+		t.Errorf("the backlog waited %.2fs for pacing", paced)
+	}
+}
