@@ -272,8 +272,8 @@ func (s *Stream) applyLoop(ctx context.Context) {
 		// Wait for this batch's turn, but not past a full batch: a backlog
 		// is applied as fast as the sinks take it.
 		if queued < s.cfg.MaxBatch {
-			if d := pace.wait(time.Now()); d > 0 {
-				start := time.Now()
+			start := time.Now()
+			if d := pace.wait(start); d > 0 {
 				t := time.NewTimer(d)
 				select {
 				case <-s.stopApply:
@@ -329,8 +329,7 @@ const applyBurst = 10
 type pacer struct {
 	base  time.Duration // 0: no pacing
 	burst int
-	tat   time.Time     // theoretical arrival time of the next event
-	last  time.Duration // what the last event added to tat
+	tat   time.Time // theoretical arrival time of the next event
 
 	// The arrival rate, measured over windows of at least rateWindow.
 	since time.Time
@@ -361,7 +360,6 @@ func (p *pacer) wait(now time.Time) time.Duration {
 		p.tat = now
 	}
 	p.tat = p.tat.Add(iv)
-	p.last = iv
 	if allow := p.tat.Add(-time.Duration(p.burst) * iv); allow.After(now) {
 		return allow.Sub(now)
 	}
@@ -369,10 +367,9 @@ func (p *pacer) wait(now time.Time) time.Duration {
 }
 
 // refund uncounts the last event, which did not wait for its turn after
-// all.
+// all. The interval is the one wait used: only arrived changes it.
 func (p *pacer) refund() {
-	p.tat = p.tat.Add(-p.last)
-	p.last = 0
+	p.tat = p.tat.Add(-p.interval())
 }
 
 // arrived records n transactions taken at now. A window that ends after a

@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -410,8 +411,9 @@ func (b *bench) drain() error {
 	return nil
 }
 
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
+// median returns the middle value of v (the upper one of an even count).
+func median[T cmp.Ordered](v []T) T {
+	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
 }
@@ -696,13 +698,8 @@ func (b *bench) writeCost() error {
 		}
 		ratios = append(ratios, tps["cdcd"][round]/tps["pg_recvlogical"][round])
 	}
-	med := func(v []float64) float64 {
-		s := slices.Clone(v)
-		slices.Sort(s)
-		return s[len(s)/2]
-	}
-	b.row("write cost: pgbench TPS while consuming", fmt.Sprintf("%.0f (%.2f× pg_recvlogical)", med(tps["cdcd"]), med(ratios)),
-		fmt.Sprintf("pg_recvlogical %.0f, none %.0f, NOTIFY trigger %.0f", med(tps["pg_recvlogical"]), med(tps["none"]), med(tps["trigger"])))
+	b.row("write cost: pgbench TPS while consuming", fmt.Sprintf("%.0f (%.2f× pg_recvlogical)", median(tps["cdcd"]), median(ratios)),
+		fmt.Sprintf("pg_recvlogical %.0f, none %.0f, NOTIFY trigger %.0f", median(tps["pg_recvlogical"]), median(tps["none"]), median(tps["trigger"])))
 	slices.Sort(ratios)
 	b.row("write cost: cdcd/pg_recvlogical per round", fmt.Sprintf("%.2f", ratios), "the median is the ratio above")
 	b.row(fmt.Sprintf("write cost: consumer CPU in %ds of pgbench", *pgbenchT), fmt.Sprintf("%s + Redis %s", median(cdcdCPU).Round(time.Millisecond), median(redisCPU).Round(time.Millisecond)),
