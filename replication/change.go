@@ -201,25 +201,33 @@ type Commit struct {
 	CommitTime time.Time
 }
 
-// Tx receives the changes of one transaction, in stream order, from the
-// goroutine that owns the replication connection. Add must not block on I/O:
-// it runs between two reads of the stream. A Change and its Values are only
-// valid during the call.
-type Tx interface {
+// Tx is what a transaction's changes are fed to: T is the concrete type
+// itself (type Builder satisfies Tx[*Builder]), so that the parts of one
+// transaction can only ever be merged with their own kind. Its methods are
+// called from the goroutine that owns the replication connection and must
+// not block on I/O: they run between two reads of the stream. A Change and
+// its Values are only valid during Add.
+type Tx[T any] interface {
+	// Add evaluates one change, in stream order.
 	Add(c *Change)
+	// Part returns a new, empty T for another part of the same transaction
+	// (a streamed subtransaction), evaluated as this one is: under the
+	// same rules, whatever reloads happened since, and counted against
+	// the same memory budget.
+	Part() T
+	// Merge absorbs later, a later part of the same transaction.
+	Merge(later T)
 }
 
-// Committed is a whole transaction handed on after its Commit arrived. Tx is
-// the value the Begin callback returned for it.
-type Committed struct {
+// Committed is a whole transaction handed on after its commit arrived.
+type Committed[T any] struct {
 	Commit
-	Tx Tx
-}
-
-// Merger is implemented by a Tx that can absorb another Tx holding a later
-// part of the same transaction. Streamed transactions (protocol v2) arrive
-// in parts, one per run of a subtransaction's changes, so that an aborted
-// subtransaction's parts can be dropped; the rest are merged in order.
-type Merger interface {
-	Merge(later Tx)
+	// Tx holds the transaction's changes (the value Begin returned, with
+	// its parts merged in).
+	Tx T
+	// Inexact reports that a subtransaction whose changes had already been
+	// folded into the rest was rolled back: Tx then also holds changes that
+	// never committed. Invalidating them is harmless (more, never less); an
+	// invariant violation found in them may be a false alarm.
+	Inexact bool
 }

@@ -19,6 +19,17 @@ var (
 	// missing rule tables, a slot created with another plugin, wal_level
 	// below logical). Retrying does not help; Run returns it.
 	ErrConfig = errors.New("replication configuration")
+
+	// ErrSilent reports a replication connection that delivered nothing
+	// for longer than Config.SilenceTimeout although cdcd asked the server
+	// for a reply: the link is presumed dead, dropped and reconnected.
+	ErrSilent = errors.New("replication connection went silent")
+
+	// ErrSuperseded is returned by Config.OnStart or Config.BeforeConfirm
+	// when another instance, or a session on another server, owns the
+	// state they record: the session ends without confirming anything
+	// more, and the next one finds out who holds the slot.
+	ErrSuperseded = errors.New("superseded")
 )
 
 // PublicationError names the rule tables an existing publication lacks.
@@ -44,8 +55,21 @@ const (
 	sqlstateInvalidName      = "42602"
 )
 
+// SlotInUseError reports a slot that another session streams from, seen
+// before this one tried to take it.
+type SlotInUseError struct {
+	Slot, PID string
+}
+
+func (e *SlotInUseError) Error() string {
+	return fmt.Sprintf("replication slot %q is active for PID %s", e.Slot, e.PID)
+}
+
 // IsSlotInUse reports whether err says another consumer holds the slot.
-func IsSlotInUse(err error) bool { return sqlstate(err) == sqlstateObjectInUse }
+func IsSlotInUse(err error) bool {
+	var inUse *SlotInUseError
+	return errors.As(err, &inUse) || sqlstate(err) == sqlstateObjectInUse
+}
 
 // IsRetryable reports whether a session failing with err should be retried.
 // Everything is, except configuration problems.

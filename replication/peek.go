@@ -11,7 +11,7 @@ import (
 // (pg_logical_slot_peek_binary_changes: the slot's position does not move).
 // The slot must not be in use. Each committed transaction's changes go to
 // the Tx begin returns; at most limit transactions are read (0: all).
-func Peek(ctx context.Context, databaseURL, slot, publication string, limit int, begin func(Begin) Tx) ([]Committed, error) {
+func Peek[T Tx[T]](ctx context.Context, databaseURL, slot, publication string, limit int, begin func(Begin) T) ([]Committed[T], error) {
 	conn, err := pgconn.Connect(ctx, databaseURL)
 	if err != nil {
 		return nil, err
@@ -37,35 +37,24 @@ func Peek(ctx context.Context, databaseURL, slot, publication string, limit int,
 		'proto_version', '1', 'publication_names', %s)`, quoteLiteral(slot), quoteLiteral(quoteIdent(publication)))
 	res := conn.ExecParams(ctx, sql, nil, nil, nil, []int16{1})
 	dec := newDecoder(pks)
-	var out []Committed
-	var tx Tx
-	var cur Begin
-	inTx := false
+	asm := newAssembler(begin)
+	var out []Committed[T]
 	for res.NextRow() {
 		ev, err := dec.decode(res.Values()[0])
+		if err == nil {
+			var c Committed[T]
+			var done bool
+			if c, done, err = asm.feed(&ev); done {
+				out = append(out, c)
+			}
+		}
 		if err != nil {
 			res.Close()
 			return nil, err
 		}
-		switch {
-		case ev.begin != nil:
-			cur, inTx = *ev.begin, true
-			tx = begin(cur)
-		case ev.change != nil && inTx:
-			tx.Add(ev.change)
-		case ev.truncate != nil && inTx:
-			for _, c := range ev.truncate {
-				tx.Add(c)
-			}
-		case ev.commit != nil && inTx:
-			c := Committed{Commit: *ev.commit, Tx: tx}
-			c.Xid = cur.Xid
-			out = append(out, c)
-			inTx = false
-			if limit > 0 && len(out) >= limit {
-				res.Close()
-				return out, nil
-			}
+		if limit > 0 && len(out) >= limit {
+			res.Close()
+			return out, nil
 		}
 	}
 	if _, err := res.Close(); err != nil {

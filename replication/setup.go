@@ -163,13 +163,16 @@ type slotState struct {
 	confirmed pglogrepl.LSN
 	walStatus string
 	created   bool
+	active    bool // another session streams from it
+	activePID string
 }
 
 // ensureSlot returns the slot's confirmed position, creating a pgoutput slot
 // when none exists.
 func ensureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotState, error) {
 	rows, err := query(ctx, conn, `SELECT plugin, slot_type, coalesce(database, ''), coalesce(confirmed_flush_lsn::text, ''),
-		coalesce(wal_status, ''), current_database() FROM pg_replication_slots WHERE slot_name = `+quoteLiteral(slot))
+		coalesce(wal_status, ''), current_database(), active, coalesce(active_pid::text, '')
+		FROM pg_replication_slots WHERE slot_name = `+quoteLiteral(slot))
 	if err != nil {
 		return slotState{}, fmt.Errorf("look up slot %q: %w", slot, err)
 	}
@@ -201,7 +204,7 @@ func ensureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotStat
 	if err != nil {
 		return slotState{}, fmt.Errorf("slot %q: confirmed_flush_lsn %q: %w", slot, r[3], err)
 	}
-	return slotState{confirmed: lsn, walStatus: r[4]}, nil
+	return slotState{confirmed: lsn, walStatus: r[4], active: r[6] == "t", activePID: r[7]}, nil
 }
 
 // primaryKeys reads the primary key columns of tables, in key order.

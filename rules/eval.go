@@ -106,6 +106,15 @@ type Plan struct {
 	// MissingColumns lists the columns the rules name that a changed
 	// table lacks (a schema change the rules did not follow).
 	MissingColumns []MissingColumn
+
+	// Inexact marks a plan that may hold changes of a rolled-back
+	// subtransaction (see replication.Committed): its invalidations are
+	// wider than needed, and a violation in it may be a false alarm.
+	Inexact bool
+	// Gap marks the plan of a gap: every section, with its revisions set
+	// to the plan's position even where that is lower than the value they
+	// hold (the server, and with it the LSN sequence, may have changed).
+	Gap bool
 }
 
 // Empty reports whether the plan asks nothing of any sink.
@@ -159,7 +168,7 @@ type Builder struct {
 // smallSet is how many entries a Builder scans before it indexes them.
 const smallSet = 8
 
-var _ replication.Tx = (*Builder)(nil)
+var _ replication.Tx[*Builder] = (*Builder)(nil)
 
 // Begin starts the plan of a transaction under these rules. All of the
 // transaction is evaluated under the rules it began with.
@@ -168,6 +177,10 @@ func (rs *Rules) Begin(b replication.Begin) *Builder {
 	bd.buf, bd.vals = bd.bufArr[:0], bd.valsArr[:0]
 	return bd
 }
+
+// Part returns an empty Builder for another part of the same transaction,
+// under the same rules.
+func (b *Builder) Part() *Builder { return b.rules.Begin(replication.Begin{Xid: b.xid}) }
 
 // Add evaluates one change.
 func (b *Builder) Add(c *replication.Change) {
@@ -857,15 +870,12 @@ func appendHex(dst []byte, v uint32) []byte {
 	return append(dst, buf[i:]...)
 }
 
-var _ replication.Merger = (*Builder)(nil)
-
 // Merge absorbs later, the plan of a later part of the same transaction
 // (a streamed subtransaction): its keys, patterns and revisions are added,
 // and a row's state before the transaction stays the earlier part's while
 // its state at commit becomes the later part's.
-func (b *Builder) Merge(later replication.Tx) {
-	l, ok := later.(*Builder)
-	if !ok || l == b {
+func (b *Builder) Merge(l *Builder) {
+	if l == nil || l == b {
 		return
 	}
 	b.changes += l.changes

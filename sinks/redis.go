@@ -208,14 +208,24 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 			revs[rev] = p.CommitLSN.String()
 		}
 	}
+	// A gap's plan, applied alone, sets revisions even backwards: the
+	// server, and with it the LSN sequence, may have changed.
+	reset := len(plans) == 1 && plans[0].Gap
+	set := func(key, lsn string) {
+		if reset {
+			pipe.Set(ctx, key, lsn, 0)
+		} else {
+			setRevision.Eval(ctx, pipe, []string{key}, lsn)
+		}
+	}
 	for _, rev := range order {
 		if !rev.IsPattern {
-			setRevision.Eval(ctx, pipe, []string{rev.Key}, revs[rev])
+			set(rev.Key, revs[rev])
 			continue
 		}
 		err := r.scanEach(ctx, rev.Key, func(keys []string) error {
 			for _, k := range keys {
-				setRevision.Eval(ctx, pipe, []string{k}, revs[rev])
+				set(k, revs[rev])
 			}
 			return nil
 		})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/redis/go-redis/v9"
@@ -13,49 +14,138 @@ import (
 // the last position cdcd confirmed, so that a restart can tell its own
 // progress from a gap it cannot account for. It lives next to the caches it
 // protects: a Redis that lost it also lost the keys that could be stale.
+//
+// Two keys per slot:
+//   - cdcd:slot:SLOT, a hash: system_id, timeline, confirmed (pg_lsn text);
+//   - cdcd:slot:SLOT:marker, set once and never changed: its presence tells
+//     a state that went missing (deleted, evicted: a gap) from a Redis that
+//     was emptied (FLUSHALL, a restart without persistence: nothing cached
+//     predates it, so nothing can be stale).
+//
+// Only the instance that holds the slot writes them, and every write is a
+// compare-and-set on what that instance read, so a second instance racing
+// it is refused instead of overwriting its state.
 
-func stateKey(slot string) string { return "cdcd:slot:" + slot }
+func stateKey(slot string) string  { return "cdcd:slot:" + slot }
+func markerKey(slot string) string { return "cdcd:slot:" + slot + ":marker" }
+
+// ErrStateChanged reports that the recorded state is not what this
+// instance read or wrote last: another instance writes it.
+var ErrStateChanged = errors.New("the recorded state of the slot was changed by another writer")
 
 // State is what cdcd recorded about a slot.
 type State struct {
 	SystemID  string
+	Timeline  int32
 	Confirmed pglogrepl.LSN
 }
 
-// LoadState returns the recorded state of slot; ok is false when there is
-// none.
-func (r *Redis) LoadState(ctx context.Context, slot string) (st State, ok bool, err error) {
-	m, err := r.client.HGetAll(ctx, stateKey(slot)).Result()
-	if err != nil {
-		return State{}, false, err
+// Recorded is a slot's state as read from Redis.
+type Recorded struct {
+	State
+	// Known: the state exists.
+	Known bool
+	// Marked: the marker exists, so Redis was not emptied since cdcd first
+	// recorded a state for the slot.
+	Marked bool
+}
+
+// LoadState returns the recorded state of slot.
+func (r *Redis) LoadState(ctx context.Context, slot string) (Recorded, error) {
+	pipe := r.client.Pipeline()
+	all := pipe.HGetAll(ctx, stateKey(slot))
+	marked := pipe.Exists(ctx, markerKey(slot))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return Recorded{}, err
 	}
+	rec := Recorded{Marked: marked.Val() == 1}
+	m := all.Val()
 	if len(m) == 0 {
-		return State{}, false, nil
+		return rec, nil
 	}
 	lsn, err := pglogrepl.ParseLSN(m["confirmed"])
 	if err != nil {
-		return State{}, false, fmt.Errorf("recorded state of slot %s: %w", slot, err)
+		return Recorded{}, fmt.Errorf("recorded state of slot %s: confirmed %q: %w", slot, m["confirmed"], err)
 	}
-	return State{SystemID: m["system_id"], Confirmed: lsn}, true, nil
+	tl, _ := strconv.Atoi(m["timeline"]) // absent before timelines were recorded: 0
+	rec.State = State{SystemID: m["system_id"], Timeline: int32(tl), Confirmed: lsn}
+	rec.Known = true
+	return rec, nil
 }
 
-// ResetState records st as is.
-func (r *Redis) ResetState(ctx context.Context, slot string, st State) error {
-	return r.client.HSet(ctx, stateKey(slot), "system_id", st.SystemID, "confirmed", st.Confirmed.String()).Err()
+// resetState replaces the state in KEYS[1] with ARGV[4..6] if it still is
+// ARGV[1..3] (system_id, timeline, confirmed; all empty: no state), and
+// sets the marker KEYS[2].
+var resetState = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'system_id', 'timeline', 'confirmed')
+for i = 1, 3 do
+  if (cur[i] or '') ~= ARGV[i] then return 0 end
+end
+redis.call('HSET', KEYS[1], 'system_id', ARGV[4], 'timeline', ARGV[5], 'confirmed', ARGV[6])
+redis.call('SET', KEYS[2], '1')
+return 1
+`)
+
+// ResetState records st for a new session if the recorded state is still
+// prev (as LoadState returned it); otherwise it returns ErrStateChanged.
+func (r *Redis) ResetState(ctx context.Context, slot string, prev Recorded, st State) error {
+	exp := []any{"", "", ""}
+	if prev.Known {
+		exp = []any{prev.SystemID, timelineText(prev.Timeline), prev.Confirmed.String()}
+	}
+	args := append(exp, st.SystemID, timelineText(st.Timeline), st.Confirmed.String())
+	n, err := resetState.Run(ctx, r.client, []string{stateKey(slot), markerKey(slot)}, args...).Int()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrStateChanged
+	}
+	return nil
 }
 
-// advanceState moves the recorded position forward (never back).
+// timelineText is how a timeline is stored; 0 (unknown) as empty, as a
+// state recorded before timelines were reads back.
+func timelineText(tl int32) string {
+	if tl == 0 {
+		return ""
+	}
+	return strconv.Itoa(int(tl))
+}
+
+// advanceState moves the recorded position forward (never back), only while
+// the state is that of this session's server.
 var advanceState = redis.NewScript(lsnBehind + `
+local cur = redis.call('HMGET', KEYS[1], 'system_id', 'timeline')
+if (cur[1] or '') ~= ARGV[2] or (cur[2] or '') ~= ARGV[3] then return -1 end
 if ahead(redis.call('HGET', KEYS[1], 'confirmed'), ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'confirmed', ARGV[1])
 return 1
 `)
 
-// AdvanceState records that lsn is about to be confirmed.
-func (r *Redis) AdvanceState(ctx context.Context, slot string, lsn pglogrepl.LSN) error {
-	err := advanceState.Run(ctx, r.client, []string{stateKey(slot)}, lsn.String()).Err()
-	if errors.Is(err, redis.Nil) {
-		return nil
+// AdvanceState records that lsn, sent by the server st names, is about to
+// be confirmed. It returns ErrStateChanged when the recorded state is
+// another server's.
+func (r *Redis) AdvanceState(ctx context.Context, slot string, st State, lsn pglogrepl.LSN) error {
+	n, err := advanceState.Run(ctx, r.client, []string{stateKey(slot)}, lsn.String(), st.SystemID, timelineText(st.Timeline)).Int()
+	if err != nil {
+		return err
 	}
-	return err
+	if n < 0 {
+		return ErrStateChanged
+	}
+	return nil
+}
+
+// EvictionPolicy returns the server's maxmemory-policy.
+func (r *Redis) EvictionPolicy(ctx context.Context) (string, error) {
+	m, err := r.client.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		return "", err
+	}
+	p, ok := m["maxmemory-policy"]
+	if !ok {
+		return "", errors.New("maxmemory-policy not reported")
+	}
+	return p, nil
 }

@@ -28,7 +28,9 @@ type Config struct {
 	LogLevel    string `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat   string `envconfig:"LOG_FORMAT" default:"json"`
 
-	StatusInterval  time.Duration `envconfig:"STATUS_INTERVAL" default:"10s"`
+	StatusInterval time.Duration `envconfig:"STATUS_INTERVAL" default:"10s"`
+	// SilenceTimeout: 0 derives it from the server's wal_sender_timeout.
+	SilenceTimeout  time.Duration `envconfig:"REPLICATION_SILENCE_TIMEOUT" default:"0"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
 	Instance        string        `envconfig:"INSTANCE"`
 
@@ -105,6 +107,9 @@ func (c *Config) validate() error {
 	}
 	if c.StatusInterval < 100*time.Millisecond || c.StatusInterval > 10*time.Second {
 		bad("STATUS_INTERVAL", "%s is outside 100ms..10s", c.StatusInterval)
+	}
+	if c.SilenceTimeout < 0 {
+		bad("REPLICATION_SILENCE_TIMEOUT", "%s must be 0 (derived from the server's wal_sender_timeout) or positive", c.SilenceTimeout)
 	}
 	if c.LagWarnBytes < 1 {
 		bad("LAG_WARN_BYTES", "%d must be positive", c.LagWarnBytes)

@@ -30,13 +30,16 @@ type daemon struct {
 	log         *slog.Logger
 	reg         *prometheus.Registry
 	rules       atomic.Pointer[rules.Rules]
-	stream      *replication.Stream
+	stream      *replication.Stream[*rules.Builder]
 	redis       *sinks.Redis
 	webhook     *sinks.Webhook // nil without CDCD_ALERT_WEBHOOK_URL
 	verify      *verifier
 	wal         *walMonitor
 	sinkMetrics *sinks.Metrics
 	reloadMu    sync.Mutex
+	// server is the server and timeline of the session streaming now, as
+	// recorded in Redis at its start.
+	server atomic.Pointer[sinks.State]
 
 	reloads       *prometheus.CounterVec
 	gaps          *prometheus.CounterVec
@@ -125,18 +128,19 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 	}
 	applier := sinks.NewApplier(redisSink, sinks.NewAlerts(log, m, d.webhook), m)
 
-	d.stream, err = replication.New(replication.Config{
+	d.stream, err = replication.New(replication.Config[*rules.Builder]{
 		DatabaseURL: cfg.DatabaseURL,
 		Slot:        cfg.Slot,
 		Publication: cfg.Publication,
 		Tables:      func() []string { return d.rules.Load().Tables() },
-		Begin:       func(b replication.Begin) replication.Tx { return d.rules.Load().Begin(b) },
-		Apply: func(ctx context.Context, batch []replication.Committed) error {
+		Begin:       func(b replication.Begin) *rules.Builder { return d.rules.Load().Begin(b) },
+		Apply: func(ctx context.Context, batch []replication.Committed[*rules.Builder]) error {
 			return applier.Apply(ctx, plans(batch))
 		},
 		OnStart:         d.onStart,
 		BeforeConfirm:   d.beforeConfirm,
 		StatusInterval:  cfg.StatusInterval,
+		SilenceTimeout:  cfg.SilenceTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		ApplyRate:       cfg.ApplyRate,
 		Logger:          log,
@@ -150,10 +154,11 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 
 // plans finishes the plan of each committed transaction. A transaction's
 // rules were fixed when it began, so a reload never splits one.
-func plans(batch []replication.Committed) []*rules.Plan {
+func plans(batch []replication.Committed[*rules.Builder]) []*rules.Plan {
 	out := make([]*rules.Plan, len(batch))
 	for i, c := range batch {
-		out[i] = c.Tx.(*rules.Builder).Plan(c.Commit)
+		out[i] = c.Tx.Plan(c.Commit)
+		out[i].Inexact = c.Inexact
 	}
 	return out
 }
@@ -167,6 +172,7 @@ func (d *daemon) run(ctx context.Context) error {
 	d.log.Info("starting", "version", version(), "slot", d.cfg.Slot, "publication", d.cfg.Publication,
 		"rules", d.cfg.RulesFile, "tables", d.rules.Load().Tables(), "http", srv.Addr)
 
+	d.checkEviction(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		err := d.stream.Run(gctx)

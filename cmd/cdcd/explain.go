@@ -75,14 +75,14 @@ func explainPeek(rs *rules.Rules, slot, publication string, limit int, asJSON bo
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	txs, err := replication.Peek(ctx, dbURL, slot, publication, limit,
-		func(b replication.Begin) replication.Tx { return rs.Begin(b) })
+		func(b replication.Begin) *rules.Builder { return rs.Begin(b) })
 	if err != nil {
 		fmt.Fprintln(stderr, "cdcd rules explain --peek:", redact(err.Error(), dbURL))
 		return exitFailure
 	}
 	var all []any
 	for _, c := range txs {
-		p := c.Tx.(*rules.Builder).Plan(c.Commit)
+		p := c.Tx.Plan(c.Commit)
 		if asJSON {
 			all = append(all, planJSON(p, "", ""))
 			continue

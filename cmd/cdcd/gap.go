@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cdcd/cdcd/replication"
@@ -12,48 +14,89 @@ import (
 )
 
 // Gap reasons, labels of cdcd_gap_invalidations_total.
-var gapReasons = []string{"wal_lost", "system_identifier_changed", "slot_recreated", "slot_advanced"}
+var gapReasons = []string{"wal_lost", "system_identifier_changed", "timeline_changed", "slot_recreated", "slot_advanced", "state_missing"}
+
+// gapOf decides whether a session that starts as st, after cdcd recorded
+// rec, can prove it sees every change since cdcd last confirmed a position.
+// It returns the reason it cannot, and why in words; "" when it can.
+func gapOf(rec sinks.Recorded, st replication.Start) (reason, why string) {
+	switch {
+	case st.WALLost:
+		return "wal_lost", "the server removed WAL the slot still needed; the slot was recreated"
+	case !rec.Known && rec.Marked:
+		return "state_missing", "cdcd's recorded state of the slot is gone from Redis (deleted or evicted) while Redis was not emptied: " +
+			"cdcd cannot tell which server it streamed from or where it stopped"
+	case !rec.Known:
+		// First start, or Redis was emptied, and with it every key that
+		// could be stale.
+		return "", ""
+	case rec.SystemID != st.SystemID:
+		return "system_identifier_changed", fmt.Sprintf("the database's system identifier changed from %s to %s (another server, or restored from a backup)", rec.SystemID, st.SystemID)
+	case rec.Timeline != 0 && rec.Timeline != st.Timeline:
+		return "timeline_changed", fmt.Sprintf("the server's timeline changed from %d to %d (a promotion or a point-in-time recovery)", rec.Timeline, st.Timeline)
+	case st.SlotCreated:
+		return "slot_recreated", fmt.Sprintf("the slot was missing and had to be created; changes after %s, where cdcd last confirmed, were not kept", rec.Confirmed)
+	case st.Confirmed > rec.Confirmed:
+		return "slot_advanced", fmt.Sprintf("the server resumes at %s, past %s where cdcd last confirmed: something else consumed or advanced the slot", st.Confirmed, rec.Confirmed)
+	}
+	return "", ""
+}
 
 // onStart fails closed on gaps: when cdcd cannot prove it saw every change
 // since the position it last confirmed, it invalidates every section before
-// streaming, and says why.
+// streaming, and says why. Then it records the session's server and
+// position, unless another instance changed the state meanwhile.
 func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
-	prev, known, err := d.redis.LoadState(ctx, d.cfg.Slot)
+	rec, err := d.redis.LoadState(ctx, d.cfg.Slot)
 	if err != nil {
 		return fmt.Errorf("read the recorded state of slot %s from redis: %w", d.cfg.Slot, err)
 	}
-	var reason, why string
-	switch {
-	case st.WALLost:
-		reason, why = "wal_lost", "the server removed WAL the slot still needed; the slot was recreated"
-	case !known:
-		// First start, or Redis lost its data, and with it every key that
-		// could be stale.
-	case prev.SystemID != st.SystemID:
-		reason = "system_identifier_changed"
-		why = fmt.Sprintf("the database's system identifier changed from %s to %s (restored from a backup, or a different server)", prev.SystemID, st.SystemID)
-	case st.SlotCreated:
-		reason = "slot_recreated"
-		why = fmt.Sprintf("the slot was missing and had to be created; changes after %s, where cdcd last confirmed, were not kept", prev.Confirmed)
-	case st.Confirmed > prev.Confirmed:
-		reason = "slot_advanced"
-		why = fmt.Sprintf("the server resumes at %s, past %s where cdcd last confirmed: something else consumed or advanced the slot", st.Confirmed, prev.Confirmed)
-	}
-	if reason != "" {
+	if reason, why := gapOf(rec, st); reason != "" {
 		d.log.Error("cannot prove every change was seen: invalidating every section before streaming",
-			"reason", reason, "detail", why, "slot", d.cfg.Slot)
+			"reason", reason, "detail", why, "slot", d.cfg.Slot, "lsn", st.Confirmed.String())
 		p := d.rules.Load().Everything()
-		p.CommitLSN, p.CommitTime = st.Confirmed, time.Now()
+		p.CommitLSN, p.EndLSN, p.CommitTime = st.Confirmed, st.Confirmed, time.Now()
+		p.Gap = true
 		if err := d.redis.Apply(ctx, []*rules.Plan{p}); err != nil {
 			return err
 		}
 		d.gaps.WithLabelValues(reason).Inc()
 	}
-	return d.redis.ResetState(ctx, d.cfg.Slot, sinks.State{SystemID: st.SystemID, Confirmed: st.Confirmed})
+	cur := sinks.State{SystemID: st.SystemID, Timeline: st.Timeline, Confirmed: st.Confirmed}
+	if err := d.redis.ResetState(ctx, d.cfg.Slot, rec, cur); err != nil {
+		if errors.Is(err, sinks.ErrStateChanged) {
+			return fmt.Errorf("%w: %w", replication.ErrSuperseded, err)
+		}
+		return fmt.Errorf("record the state of slot %s: %w", d.cfg.Slot, err)
+	}
+	d.server.Store(&cur)
+	return nil
 }
 
 // beforeConfirm records a position in Redis before it is confirmed to the
 // server, so the next start can tell cdcd's own progress from a gap.
 func (d *daemon) beforeConfirm(ctx context.Context, lsn pglogrepl.LSN) error {
-	return d.redis.AdvanceState(ctx, d.cfg.Slot, lsn)
+	err := d.redis.AdvanceState(ctx, d.cfg.Slot, *d.server.Load(), lsn)
+	if errors.Is(err, sinks.ErrStateChanged) {
+		return fmt.Errorf("%w: %w", replication.ErrSuperseded, err)
+	}
+	return err
+}
+
+// checkEviction warns when Redis may evict cdcd's recorded state or the
+// revision keys readers rely on: allkeys-* policies evict keys without a
+// TTL too.
+func (d *daemon) checkEviction(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	policy, err := d.redis.EvictionPolicy(ctx)
+	switch {
+	case err != nil:
+		d.log.Info("cannot read redis maxmemory-policy; make sure it cannot evict keys without a TTL (noeviction or volatile-*)", "err", err)
+	case strings.HasPrefix(policy, "allkeys-"):
+		d.log.Warn("redis may evict keys without a TTL, including cdcd's recorded state and revision keys: "+
+			"a lost state is treated as a gap (every section invalidated) and a lost revision lets readers store stale values; "+
+			"set maxmemory-policy to volatile-lru (or another volatile-* policy) and give cache entries a TTL, or to noeviction",
+			"maxmemory_policy", policy)
+	}
 }
