@@ -361,15 +361,76 @@ func (p *Postgres) shutdown(sig syscall.Signal) {
 	if p.cmd == nil {
 		return
 	}
-	pid := p.cmd.Process.Pid
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-	case <-time.After(pgShutdownTimeout):
+	if sig == syscall.SIGKILL {
+		crash(p.cmd.Process, p.exited, 10*time.Second)
+	} else {
+		_ = p.cmd.Process.Signal(sig)
+		select {
+		case <-p.exited:
+		case <-time.After(pgShutdownTimeout):
+			crash(p.cmd.Process, p.exited, 10*time.Second)
+		}
 	}
-	killGroup(pid, 10*time.Second)
 	<-p.exited
 	p.cmd, p.exited = nil, nil
+}
+
+// crash kills a postmaster and all its children with SIGKILL. A
+// process-group kill does not reach the children: each makes itself a group
+// leader (setsid). Once the postmaster is dead they are orphans that still
+// hold the server's shared memory for a while, and a restart then fails
+// with "pre-existing shared memory block is still in use". So the
+// postmaster is stopped first, where it can neither fork nor reap, its
+// children are killed and awaited as zombies (their memory released, their
+// pids not reusable while unreaped), and then the postmaster is killed.
+func crash(postmaster *os.Process, exited <-chan struct{}, timeout time.Duration) {
+	select {
+	case <-exited:
+		return // its children, if any, are no longer ours to find
+	default:
+	}
+	// Signal goes through a pidfd: it cannot hit a reused pid.
+	if postmaster.Signal(syscall.SIGSTOP) != nil {
+		return
+	}
+	pid := strconv.Itoa(postmaster.Pid)
+	deadline := time.Now().Add(timeout)
+	for {
+		st, ok := readProcStat(pid)
+		if !ok || st.state == "T" || !st.alive() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	children := childProcesses(postmaster.Pid)
+	for _, c := range children {
+		_ = syscall.Kill(c, syscall.SIGKILL)
+	}
+	for _, c := range children {
+		for {
+			st, ok := readProcStat(strconv.Itoa(c))
+			if !ok || !st.alive() || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	_ = postmaster.Signal(syscall.SIGKILL) // SIGKILL ends a stopped process too
+}
+
+// childProcesses returns the pids of the live children of process ppid.
+func childProcesses(ppid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		if st, ok := readProcStat(e.Name()); ok && st.ppid == ppid && st.alive() {
+			pids = append(pids, st.pid)
+		}
+	}
+	return pids
 }
 
 // Stop shuts the server down (fast shutdown: open transactions are rolled

@@ -103,9 +103,20 @@ func TestPostgres(t *testing.T) {
 		t.Fatalf("after restart: items = %q", got)
 	}
 
-	// Kill crashes the server; Restart recovers it.
+	// Kill crashes the server, leaving none of its processes running (an
+	// orphaned backend would hold its shared memory and make the next start
+	// fail); Restart recovers it.
+	children := childProcesses(p.cmd.Process.Pid)
+	if len(children) == 0 {
+		t.Fatal("the postmaster has no children")
+	}
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range children {
+		if st, ok := readProcStat(strconv.Itoa(c)); ok && st.alive() {
+			t.Errorf("process %d (%s) of the killed server is still running", c, st.state)
+		}
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
 	if c, err := pgx.Connect(cctx, p.URL); err == nil {
