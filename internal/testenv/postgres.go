@@ -67,13 +67,25 @@ type Postgres struct {
 // When the test process runs as root, initdb and postgres run as the OS user
 // "postgres", which must exist.
 //
+// Each call starts another, independent server, with its own port,
+// directory and system identifier, so that a test can run several.
+//
 // If CDCD_TEST_DATABASE_URL is set, StartPostgres uses that server instead,
 // after checking that it has wal_level=logical; Stop, Restart and Kill then
-// return an error.
+// return an error. Every call then returns that same server: a test that
+// needs a second, distinct one uses StartPrivatePostgres.
 func StartPostgres(ctx context.Context) (*Postgres, error) {
 	if u := os.Getenv(envDatabaseURL); u != "" {
 		return externalPostgres(ctx, u)
 	}
+	return StartPrivatePostgres(ctx)
+}
+
+// StartPrivatePostgres starts a private server as StartPostgres does, even
+// when CDCD_TEST_DATABASE_URL is set: for a test that needs a server distinct
+// from the one under test (a database behind the same URL that is another
+// server, with another system identifier), whatever that one is.
+func StartPrivatePostgres(ctx context.Context) (*Postgres, error) {
 	p, err := initPostgres(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
@@ -323,13 +335,18 @@ func (p *Postgres) start(ctx context.Context) (busy bool, err error) {
 	deadline := time.Now().Add(pgStartTimeout)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		conn, cerr := pgx.Connect(cctx, connURL)
-		if cerr == nil {
-			conn.Close(cctx)
-			cancel()
-			return false, nil
-		}
+		dir, cerr := connectDataDirectory(cctx, connURL)
 		cancel()
+		if cerr == nil {
+			if dir == filepath.Clean(p.data) {
+				return false, nil
+			}
+			// Another server took the port between FreePort and our bind
+			// (a concurrent start): ours cannot bind, and taking that one
+			// for ours would make two Postgres values share a server.
+			p.shutdown(syscall.SIGKILL)
+			return true, fmt.Errorf("port %d: another server answers there (data directory %s)", p.Port, dir)
+		}
 		select {
 		case <-exited:
 			p.shutdown(syscall.SIGKILL)
@@ -352,6 +369,21 @@ func (p *Postgres) start(ctx context.Context) (busy bool, err error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// connectDataDirectory connects to connURL and returns the server's data
+// directory, which tells our server from another one on the same port.
+func connectDataDirectory(ctx context.Context, connURL string) (string, error) {
+	conn, err := pgx.Connect(ctx, connURL)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var dir string
+	if err := conn.QueryRow(ctx, "SHOW data_directory").Scan(&dir); err != nil {
+		return "", fmt.Errorf("show data_directory: %w", err)
+	}
+	return filepath.Clean(dir), nil
 }
 
 // shutdown signals the postmaster (SIGINT: fast shutdown; SIGKILL: crash),
@@ -580,9 +612,20 @@ func ApplyMigrations(ctx context.Context, url, dir string) error {
 // skips), and stops the server when t ends.
 func MustPostgres(t testing.TB) *Postgres {
 	t.Helper()
+	return mustPostgres(t, StartPostgres)
+}
+
+// MustPrivatePostgres is MustPostgres with StartPrivatePostgres.
+func MustPrivatePostgres(t testing.TB) *Postgres {
+	t.Helper()
+	return mustPostgres(t, StartPrivatePostgres)
+}
+
+func mustPostgres(t testing.TB, start func(context.Context) (*Postgres, error)) *Postgres {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*pgStartTimeout)
 	defer cancel()
-	p, err := StartPostgres(ctx)
+	p, err := start(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
