@@ -4,7 +4,8 @@
 // Each server runs as a child process on a free 127.0.0.1 port, keeps its
 // files in a temporary directory and is gone (directory included) once
 // stopped. The harness can also restart, crash (Postgres) and freeze (Redis)
-// its servers, which the fault-injection tests rely on.
+// its servers, and put a TCP proxy in front of one that cuts, silences or
+// redirects its connections (Proxy), which the fault-injection tests rely on.
 //
 // Two environment variables name existing servers to use instead:
 //
