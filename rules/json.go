@@ -147,15 +147,70 @@ func (s *scanner) literal(pos Pos, word string, k kind) (*node, error) {
 }
 
 func (s *scanner) number(pos Pos) (*node, error) {
+	// Take the whole run of characters that could belong to a number or to
+	// a word glued to it, so that "0x10" or "1.2.3" is reported as one
+	// malformed number. In valid JSON none of them may follow a number, so
+	// the run never takes more than the number.
 	start := s.off
-	for s.off < len(s.data) && strings.IndexByte("+-0123456789.eE", s.data[s.off]) >= 0 {
+	for s.off < len(s.data) && isNumberRun(s.data[s.off]) {
 		s.off++
 	}
 	text := string(s.data[start:s.off])
-	if _, err := strconv.ParseFloat(text, 64); err != nil {
+	if !validNumber(text) {
 		return nil, &syntaxError{pos: pos, msg: fmt.Sprintf("malformed number %q", text)}
 	}
+	// encoding/json refuses a number beyond float64 too; accepting it here
+	// would turn a typo into infinity.
+	if _, err := strconv.ParseFloat(text, 64); err != nil {
+		return nil, &syntaxError{pos: pos, msg: fmt.Sprintf("number %s is out of range", text)}
+	}
 	return &node{kind: kindNumber, pos: pos, str: text}, nil
+}
+
+func isNumberRun(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '.' || c == '+' || c == '-' || c == '_'
+}
+
+// validNumber reports whether text is a number by RFC 8259's grammar:
+// an optional minus, an integer part without leading zeros, an optional
+// fraction with at least one digit, an optional exponent with at least one
+// digit. strconv.ParseFloat alone would also take "01", "1.", "-.5", "+1",
+// "0x10", "Inf" and "1_000".
+func validNumber(text string) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(text) && text[i] >= '0' && text[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(text) && text[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(text) && text[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(text) && text[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(text) && (text[i] == 'e' || text[i] == 'E') {
+		i++
+		if i < len(text) && (text[i] == '+' || text[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(text)
 }
 
 func (s *scanner) string() (string, error) {
@@ -194,15 +249,7 @@ func (s *scanner) string() (string, error) {
 				if err != nil {
 					return "", err
 				}
-				if utf16.IsSurrogate(r) && s.off+1 < len(s.data) && s.data[s.off] == '\\' && s.data[s.off+1] == 'u' {
-					s.off += 2
-					r2, err := s.hex4()
-					if err != nil {
-						return "", err
-					}
-					r = utf16.DecodeRune(r, r2)
-				}
-				b.WriteRune(r)
+				b.WriteRune(s.surrogatePair(r))
 			default:
 				s.off -= 2
 				return "", s.errorf("invalid escape \\%c in string", esc)
@@ -226,12 +273,50 @@ func (s *scanner) hex4() (rune, error) {
 	if s.off+4 > len(s.data) {
 		return 0, s.errorf("truncated \\u escape")
 	}
-	v, err := strconv.ParseUint(string(s.data[s.off:s.off+4]), 16, 32)
-	if err != nil {
+	r, ok := parseHex4(s.data[s.off : s.off+4])
+	if !ok {
 		return 0, s.errorf("invalid \\u escape")
 	}
 	s.off += 4
-	return rune(v), nil
+	return r, nil
+}
+
+// surrogatePair completes r, just read from a \u escape, as encoding/json
+// does: a high surrogate followed by a \u escape of a low one is a pair and
+// both are taken; any other surrogate is U+FFFD, and whatever follows it is
+// left for the next step, so that "\ud800\u0041" is U+FFFD and "A".
+func (s *scanner) surrogatePair(r rune) rune {
+	if !utf16.IsSurrogate(r) {
+		return r
+	}
+	if s.off+6 <= len(s.data) && s.data[s.off] == '\\' && s.data[s.off+1] == 'u' {
+		if r2, ok := parseHex4(s.data[s.off+2 : s.off+6]); ok {
+			if pair := utf16.DecodeRune(r, r2); pair != utf8.RuneError {
+				s.off += 6
+				return pair
+			}
+		}
+	}
+	return utf8.RuneError
+}
+
+// parseHex4 reads exactly four hexadecimal digits.
+func parseHex4(b []byte) (rune, bool) {
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 func (s *scanner) object(pos Pos, depth int) (*node, error) {

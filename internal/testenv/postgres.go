@@ -67,13 +67,25 @@ type Postgres struct {
 // When the test process runs as root, initdb and postgres run as the OS user
 // "postgres", which must exist.
 //
+// Each call starts another, independent server, with its own port,
+// directory and system identifier, so that a test can run several.
+//
 // If CDCD_TEST_DATABASE_URL is set, StartPostgres uses that server instead,
 // after checking that it has wal_level=logical; Stop, Restart and Kill then
-// return an error.
+// return an error. Every call then returns that same server: a test that
+// needs a second, distinct one uses StartPrivatePostgres.
 func StartPostgres(ctx context.Context) (*Postgres, error) {
 	if u := os.Getenv(envDatabaseURL); u != "" {
 		return externalPostgres(ctx, u)
 	}
+	return StartPrivatePostgres(ctx)
+}
+
+// StartPrivatePostgres starts a private server as StartPostgres does, even
+// when CDCD_TEST_DATABASE_URL is set: for a test that needs a server distinct
+// from the one under test (a database behind the same URL that is another
+// server, with another system identifier), whatever that one is.
+func StartPrivatePostgres(ctx context.Context) (*Postgres, error) {
 	p, err := initPostgres(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
@@ -323,13 +335,18 @@ func (p *Postgres) start(ctx context.Context) (busy bool, err error) {
 	deadline := time.Now().Add(pgStartTimeout)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		conn, cerr := pgx.Connect(cctx, connURL)
-		if cerr == nil {
-			conn.Close(cctx)
-			cancel()
-			return false, nil
-		}
+		dir, cerr := connectDataDirectory(cctx, connURL)
 		cancel()
+		if cerr == nil {
+			if dir == filepath.Clean(p.data) {
+				return false, nil
+			}
+			// Another server took the port between FreePort and our bind
+			// (a concurrent start): ours cannot bind, and taking that one
+			// for ours would make two Postgres values share a server.
+			p.shutdown(syscall.SIGKILL)
+			return true, fmt.Errorf("port %d: another server answers there (data directory %s)", p.Port, dir)
+		}
 		select {
 		case <-exited:
 			p.shutdown(syscall.SIGKILL)
@@ -354,6 +371,21 @@ func (p *Postgres) start(ctx context.Context) (busy bool, err error) {
 	}
 }
 
+// connectDataDirectory connects to connURL and returns the server's data
+// directory, which tells our server from another one on the same port.
+func connectDataDirectory(ctx context.Context, connURL string) (string, error) {
+	conn, err := pgx.Connect(ctx, connURL)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var dir string
+	if err := conn.QueryRow(ctx, "SHOW data_directory").Scan(&dir); err != nil {
+		return "", fmt.Errorf("show data_directory: %w", err)
+	}
+	return filepath.Clean(dir), nil
+}
+
 // shutdown signals the postmaster (SIGINT: fast shutdown; SIGKILL: crash),
 // waits for it, then kills whatever is left of its process group. It is a
 // no-op when the server is not running. The caller holds p.mu.
@@ -361,15 +393,76 @@ func (p *Postgres) shutdown(sig syscall.Signal) {
 	if p.cmd == nil {
 		return
 	}
-	pid := p.cmd.Process.Pid
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-	case <-time.After(pgShutdownTimeout):
+	if sig == syscall.SIGKILL {
+		crash(p.cmd.Process, p.exited, 10*time.Second)
+	} else {
+		_ = p.cmd.Process.Signal(sig)
+		select {
+		case <-p.exited:
+		case <-time.After(pgShutdownTimeout):
+			crash(p.cmd.Process, p.exited, 10*time.Second)
+		}
 	}
-	killGroup(pid, 10*time.Second)
 	<-p.exited
 	p.cmd, p.exited = nil, nil
+}
+
+// crash kills a postmaster and all its children with SIGKILL. A
+// process-group kill does not reach the children: each makes itself a group
+// leader (setsid). Once the postmaster is dead they are orphans that still
+// hold the server's shared memory for a while, and a restart then fails
+// with "pre-existing shared memory block is still in use". So the
+// postmaster is stopped first, where it can neither fork nor reap, its
+// children are killed and awaited as zombies (their memory released, their
+// pids not reusable while unreaped), and then the postmaster is killed.
+func crash(postmaster *os.Process, exited <-chan struct{}, timeout time.Duration) {
+	select {
+	case <-exited:
+		return // its children, if any, are no longer ours to find
+	default:
+	}
+	// Signal goes through a pidfd: it cannot hit a reused pid.
+	if postmaster.Signal(syscall.SIGSTOP) != nil {
+		return
+	}
+	pid := strconv.Itoa(postmaster.Pid)
+	deadline := time.Now().Add(timeout)
+	for {
+		st, ok := readProcStat(pid)
+		if !ok || st.state == "T" || !st.alive() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	children := childProcesses(postmaster.Pid)
+	for _, c := range children {
+		_ = syscall.Kill(c, syscall.SIGKILL)
+	}
+	for _, c := range children {
+		for {
+			st, ok := readProcStat(strconv.Itoa(c))
+			if !ok || !st.alive() || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	_ = postmaster.Signal(syscall.SIGKILL) // SIGKILL ends a stopped process too
+}
+
+// childProcesses returns the pids of the live children of process ppid.
+func childProcesses(ppid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		if st, ok := readProcStat(e.Name()); ok && st.ppid == ppid && st.alive() {
+			pids = append(pids, st.pid)
+		}
+	}
+	return pids
 }
 
 // Stop shuts the server down (fast shutdown: open transactions are rolled
@@ -519,9 +612,20 @@ func ApplyMigrations(ctx context.Context, url, dir string) error {
 // skips), and stops the server when t ends.
 func MustPostgres(t testing.TB) *Postgres {
 	t.Helper()
+	return mustPostgres(t, StartPostgres)
+}
+
+// MustPrivatePostgres is MustPostgres with StartPrivatePostgres.
+func MustPrivatePostgres(t testing.TB) *Postgres {
+	t.Helper()
+	return mustPostgres(t, StartPrivatePostgres)
+}
+
+func mustPostgres(t testing.TB, start func(context.Context) (*Postgres, error)) *Postgres {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*pgStartTimeout)
 	defer cancel()
-	p, err := StartPostgres(ctx)
+	p, err := start(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,26 +14,57 @@ import (
 // proxyDialTimeout bounds the dial to the target for one accepted connection.
 const proxyDialTimeout = 10 * time.Second
 
-// Proxy is a TCP proxy on 127.0.0.1 for fault tests: it forwards to a target
-// and can cut every connection (both directions, at once) and refuse new ones
-// until restored.
+// Proxy is a TCP proxy on 127.0.0.1 for fault tests. It forwards each
+// connection to a target and can inject the faults of the network between
+// a client and its server:
+//
+//   - Cut: every connection is reset at once, and so is every new one (a
+//     peer that crashed, a firewall that rejects);
+//   - Blackhole: everything goes silent and nothing is closed (a route that
+//     drops packets, a NAT entry that was lost);
+//   - Retarget and Switch: new connections go to another server (a
+//     failover behind one DNS name or load balancer).
+//
+// Restore lifts Cut and Blackhole. A Proxy is safe for concurrent use.
 type Proxy struct {
 	Addr string // 127.0.0.1:PORT
 	Port int
 
-	target string
 	ln     net.Listener
 	ctx    context.Context // ends on Close: aborts dials to the target
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the accept loop and every connection's goroutines
 
+	// fwd is held shared while a link passes something on (bytes, a
+	// half-close, a close) and exclusively by Blackhole while it silences
+	// the links: so it waits for what is under way, and once it returns
+	// nothing more passes. Lock order: mu, then fwd.
+	fwd sync.RWMutex
+
 	mu     sync.Mutex
-	cut    bool                  // Cut is in force: new connections are reset
-	closed bool                  // Close has run
-	conns  map[net.Conn]struct{} // live connections, both client and target sides
+	target string             // where new connections go
+	mode   proxyMode          // the fault in force for new connections
+	closed bool               // Close has run
+	conns  map[net.Conn]*link // live sockets, client and target sides, with their link
 
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// proxyMode is what the proxy does with a new connection.
+type proxyMode int
+
+const (
+	forwarding proxyMode = iota // forward it to the target
+	refusing                    // Cut: reset it
+	silent                      // Blackhole: accept it and pass nothing
+)
+
+// link is one client connection with its connection to the target.
+type link struct {
+	// silenced: nothing passes any more, for good. Set holding both mu and
+	// fwd (or before the link's goroutines start), read holding either.
+	silenced bool
 }
 
 // StartProxy listens on a free 127.0.0.1 port and forwards each accepted
@@ -51,7 +82,7 @@ func StartProxy(target string) (*Proxy, error) {
 		ln:     ln,
 		ctx:    ctx,
 		cancel: cancel,
-		conns:  make(map[net.Conn]struct{}),
+		conns:  make(map[net.Conn]*link),
 	}
 	p.wg.Add(1)
 	go p.acceptLoop()
@@ -80,16 +111,69 @@ func MustProxy(t testing.TB, target string) *Proxy {
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = true
+	p.mode = refusing
 	p.dropAllLocked()
 }
 
-// Restore makes the proxy forward new connections again after Cut. The
-// connections Cut closed stay closed.
+// Blackhole silences the proxy until Restore, as a route that drops every
+// packet or a lost NAT entry does: live connections stay open but nothing
+// passes in either direction, and new connections are accepted but never
+// reach the target. Nothing is closed, not even when a peer hangs up, so
+// the other peer learns of it only through its own timeouts. What the
+// peers send meanwhile is read and discarded: it is never delivered later.
+//
+// The silenced connections stay silent for good, also after Restore,
+// until Cut, Switch or Close resets them: a TCP stream cannot resume past
+// the bytes it lost, and a client whose NAT entry is gone does not get its
+// connection back either.
+//
+// Being a user-space proxy, it cannot silence TCP itself: the kernels on
+// both sides still acknowledge segments and keepalive probes, and writes
+// do not block. So TCP keepalive and TCP_USER_TIMEOUT do not notice a
+// Blackhole; only application-level timeouts do.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mode = silent
+	// A write under way may block on a peer that does not read, holding
+	// fwd: cut it short. The deadline stays, but a silenced link never
+	// writes again.
+	for c := range p.conns {
+		_ = c.SetWriteDeadline(time.Unix(1, 0))
+	}
+	p.fwd.Lock()
+	defer p.fwd.Unlock()
+	for _, l := range p.conns {
+		l.silenced = true
+	}
+}
+
+// Restore lifts Cut and Blackhole: new connections reach the target again.
+// The connections Cut closed stay closed, and those Blackhole silenced stay
+// silent.
 func (p *Proxy) Restore() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = false
+	p.mode = forwarding
+}
+
+// Retarget sends the connections accepted from now on to addr (host:port),
+// as a DNS name or a load balancer does after a failover. Live connections
+// stay with the server they reach. It lifts neither Cut nor Blackhole.
+func (p *Proxy) Retarget(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = addr
+}
+
+// Switch is Retarget with a reset of every live connection, as a load
+// balancer does when it takes a server out: clients learn of it at once
+// and reconnect, to addr. It lifts neither Cut nor Blackhole.
+func (p *Proxy) Switch(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = addr
+	p.dropAllLocked()
 }
 
 // Close stops listening, closes every connection and waits until all the
@@ -110,9 +194,15 @@ func (p *Proxy) Close() error {
 }
 
 // dropAllLocked resets and forgets every live connection. p.mu is held.
+// Every socket is set to reset before any is closed: closing one makes its
+// pipe close the other side of the link at once, which would otherwise
+// send that peer a FIN.
 func (p *Proxy) dropAllLocked() {
 	for c := range p.conns {
-		resetConn(c)
+		setReset(c)
+	}
+	for c := range p.conns {
+		_ = c.Close()
 	}
 	clear(p.conns)
 }
@@ -132,88 +222,163 @@ func (p *Proxy) acceptLoop() {
 			continue
 		}
 		p.mu.Lock()
-		if p.closed || p.cut {
+		if p.closed || p.mode == refusing {
 			p.mu.Unlock()
 			resetConn(c)
 			continue
 		}
-		p.conns[c] = struct{}{}
+		l := &link{silenced: p.mode == silent}
+		p.conns[c] = l
+		target := p.target
 		p.wg.Add(1)
 		p.mu.Unlock()
-		go p.serve(c)
+		go p.serve(l, c, target)
 	}
 }
 
-// serve forwards client to a new connection to the target until either side
-// ends or Cut or Close drops them.
-func (p *Proxy) serve(client net.Conn) {
+// serve forwards client to a new connection to target until both sides
+// end, or Cut, Switch or Close drops them.
+func (p *Proxy) serve(l *link, client net.Conn, target string) {
 	defer p.wg.Done()
-	d := net.Dialer{Timeout: proxyDialTimeout}
-	upstream, err := d.DialContext(p.ctx, "tcp", p.target)
-	if err != nil {
+	upstream, err := p.connect(l, client, target)
+	// An unreachable target resets the client, as the target's host would;
+	// unless l was silenced meanwhile: then the client stays, unanswered.
+	if err != nil && p.forward(l, func() { resetConn(client) }) {
 		p.forget(client)
-		resetConn(client)
 		return
 	}
-	// Cut or Close may have dropped client while we dialed.
+	if upstream == nil {
+		p.pipe(l, nil, client) // silenced: only discards
+	} else {
+		done := make(chan struct{})
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer close(done)
+			p.pipe(l, client, upstream)
+		}()
+		p.pipe(l, upstream, client)
+		<-done
+	}
+	// Both sides have ended. A silenced link keeps its sockets until Cut,
+	// Switch or Close: closing them would tell the peers.
+	if p.forward(l, func() { closeConns(client, upstream) }) {
+		p.forget(client, upstream)
+	}
+}
+
+// connect dials target for client and registers the new connection. It
+// returns nil, nil if l is silenced: a blackholed route lets no connection
+// through to the target.
+func (p *Proxy) connect(l *link, client net.Conn, target string) (net.Conn, error) {
+	if p.silenced(l) {
+		return nil, nil
+	}
+	d := net.Dialer{Timeout: proxyDialTimeout}
+	upstream, err := d.DialContext(p.ctx, "tcp", target)
+	if err != nil {
+		return nil, err
+	}
+	// Cut, Switch or Close may have dropped client while we dialed.
 	p.mu.Lock()
 	_, live := p.conns[client]
 	if live {
-		p.conns[upstream] = struct{}{}
+		p.conns[upstream] = l
 	}
 	p.mu.Unlock()
 	if !live {
 		resetConn(upstream)
-		resetConn(client) // already closed; harmless
-		return
+		return nil, errors.New("dropped while dialing")
 	}
-
-	done := make(chan struct{})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		defer close(done)
-		proxyPipe(upstream, client)
-	}()
-	proxyPipe(client, upstream)
-	<-done
-
-	p.forget(client, upstream)
-	client.Close()
-	upstream.Close()
+	return upstream, nil
 }
 
-// forget removes conns from the live set.
+// pipe passes on what src sends to dst: its bytes, then its end (see
+// passEnd). Once l is silenced it passes nothing and only reads src,
+// discarding what it reads, until src ends.
+func (p *Proxy) pipe(l *link, dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, rerr := src.Read(buf)
+		var werr error
+		if n > 0 {
+			p.forward(l, func() { _, werr = dst.Write(buf[:n]) })
+		}
+		err := rerr
+		if err == nil {
+			err = werr
+		}
+		if err == nil {
+			continue
+		}
+		if p.forward(l, func() { passEnd(dst, src, err) }) || rerr != nil {
+			return
+		}
+		// Only the write failed, cut short by Blackhole: go on discarding.
+	}
+}
+
+// forward runs pass, which passes something on between the sides of l,
+// unless l is silenced, and reports whether it ran.
+func (p *Proxy) forward(l *link, pass func()) bool {
+	p.fwd.RLock()
+	defer p.fwd.RUnlock()
+	if l.silenced {
+		return false
+	}
+	pass()
+	return true
+}
+
+// silenced reports whether l is silenced.
+func (p *Proxy) silenced(l *link) bool {
+	p.fwd.RLock()
+	defer p.fwd.RUnlock()
+	return l.silenced
+}
+
+// forget removes conns (nil ones skipped) from the live set.
 func (p *Proxy) forget(conns ...net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range conns {
-		delete(p.conns, c)
+		if c != nil {
+			delete(p.conns, c)
+		}
 	}
 }
 
-// proxyPipe copies src to dst. At EOF it passes the half-close on to dst; on an
-// error (including a reset or a close by Cut) it closes both, so that the
-// other direction ends too.
-func proxyPipe(dst, src net.Conn) {
-	_, err := io.Copy(dst, src)
-	if err == nil {
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			err = cw.CloseWrite()
-		} else {
-			err = errors.New("no half-close")
+// passEnd passes the end of src on to dst. At EOF that is a half-close, so
+// that dst's peer may still answer; on an error (a reset, or a close by Cut)
+// it closes both, so that the other direction ends too.
+func passEnd(dst, src net.Conn, err error) {
+	if errors.Is(err, io.EOF) {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			return
 		}
 	}
-	if err != nil {
-		dst.Close()
-		src.Close()
+	closeConns(dst, src)
+}
+
+// closeConns closes conns, nil ones skipped.
+func closeConns(conns ...net.Conn) {
+	for _, c := range conns {
+		if c != nil {
+			_ = c.Close()
+		}
 	}
 }
 
 // resetConn closes c, with an RST rather than a FIN when c is a TCP connection.
 func resetConn(c net.Conn) {
+	setReset(c)
+	_ = c.Close()
+}
+
+// setReset makes a close of c send an RST rather than a FIN, when c is a
+// TCP connection.
+func setReset(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
-	_ = c.Close()
 }

@@ -4,7 +4,8 @@
 // Each server runs as a child process on a free 127.0.0.1 port, keeps its
 // files in a temporary directory and is gone (directory included) once
 // stopped. The harness can also restart, crash (Postgres) and freeze (Redis)
-// its servers, which the fault-injection tests rely on.
+// its servers, and put a TCP proxy in front of one that cuts, silences or
+// redirects its connections (Proxy), which the fault-injection tests rely on.
 //
 // Two environment variables name existing servers to use instead:
 //
@@ -98,26 +99,49 @@ func groupAlive(pgid int) bool {
 		return true // no /proc: trust kill(2)
 	}
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// Format: pid (comm) state ppid pgrp ...; comm may contain spaces.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 {
-			continue
-		}
-		if g, _ := strconv.Atoi(f[2]); g == pgid && f[0] != "Z" && f[0] != "X" {
+		st, ok := readProcStat(e.Name())
+		if ok && st.pgrp == pgid && st.alive() {
 			return true
 		}
 	}
 	return false
+}
+
+// procStat is what /proc/PID/stat says of a process.
+type procStat struct {
+	pid   int
+	state string // R, S, D, T (stopped), Z (zombie), X (dead), ...
+	ppid  int
+	pgrp  int
+}
+
+// alive reports whether the process still runs code and holds resources:
+// a zombie has released its memory, shared memory included.
+func (st procStat) alive() bool { return st.state != "Z" && st.state != "X" }
+
+// readProcStat reads /proc/pid/stat; ok is false when pid is not a process
+// (any more).
+func readProcStat(pid string) (st procStat, ok bool) {
+	n, err := strconv.Atoi(pid)
+	if err != nil {
+		return st, false
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		return st, false
+	}
+	// Format: pid (comm) state ppid pgrp ...; comm may contain spaces.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return st, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 3 {
+		return st, false
+	}
+	st.pid, st.state = n, f[0]
+	st.ppid, _ = strconv.Atoi(f[1])
+	st.pgrp, _ = strconv.Atoi(f[2])
+	return st, true
 }

@@ -103,9 +103,20 @@ func TestPostgres(t *testing.T) {
 		t.Fatalf("after restart: items = %q", got)
 	}
 
-	// Kill crashes the server; Restart recovers it.
+	// Kill crashes the server, leaving none of its processes running (an
+	// orphaned backend would hold its shared memory and make the next start
+	// fail); Restart recovers it.
+	children := childProcesses(p.cmd.Process.Pid)
+	if len(children) == 0 {
+		t.Fatal("the postmaster has no children")
+	}
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range children {
+		if st, ok := readProcStat(strconv.Itoa(c)); ok && st.alive() {
+			t.Errorf("process %d (%s) of the killed server is still running", c, st.state)
+		}
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
 	if c, err := pgx.Connect(cctx, p.URL); err == nil {
@@ -360,29 +371,14 @@ func TestBusyPort(t *testing.T) {
 	defer l.Close()
 	taken := l.Addr().(*net.TCPAddr).Port
 
-	p := MustPostgres(t)
-	if err := p.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	port := p.Port
-	p.mu.Lock()
-	p.Port = taken
-	busy, err := p.start(ctx)
-	p.Port = port
-	p.mu.Unlock()
-	if err == nil || !busy {
-		t.Fatalf("postgres on a taken port: busy %v, err %v", busy, err)
-	}
-	if err := p.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
+	wantBusyStart(t, ctx, MustPostgres(t), taken)
 
 	r := MustRedis(t)
 	r.mu.Lock()
 	r.shutdown()
-	port = r.Port
+	port := r.Port
 	r.Port, r.Addr = taken, l.Addr().String()
-	busy, err = r.start(ctx)
+	busy, err := r.start(ctx)
 	r.Port, r.Addr = port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	r.mu.Unlock()
 	if err == nil || !busy {
