@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -41,7 +42,13 @@ func (s *Stream[T]) connect(ctx context.Context) (*pgconn.PgConn, error) {
 
 // session runs one connection: set-up checks, then the receive loop.
 func (s *Stream[T]) session(ctx context.Context) (err error) {
-	s.setReason("connecting")
+	if prev := *s.reason.Load(); prev != "starting" && !strings.HasPrefix(prev, "standby") {
+		// Keep saying why the last session ended while this one connects
+		// (a connection attempt through a dead route takes a while).
+		s.setReason("reconnecting; the last session ended with: " + strings.TrimPrefix(prev, "reconnecting; the last session ended with: "))
+	} else if prev == "starting" {
+		s.setReason("connecting")
+	}
 	conn, err := s.connect(ctx)
 	if err != nil {
 		return err
@@ -59,6 +66,18 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	slot, err := ensureSlot(ctx, conn, s.cfg.Slot)
 	if err != nil {
 		return err
+	}
+	if slot.active && s.abandoned != "" && slot.activePID == s.abandoned {
+		// The server still serves the session cdcd dropped as silent:
+		// the walsender only notices after wal_sender_timeout. End it
+		// rather than stand by for cdcd's own ghost.
+		if err := endBackend(ctx, conn, s.cfg.Slot, slot.activePID); err != nil {
+			return err
+		}
+		s.log.Warn("ended the server side of the replication connection dropped as silent", "slot", s.cfg.Slot, "pid", slot.activePID)
+		if slot, err = ensureSlot(ctx, conn, s.cfg.Slot); err != nil {
+			return err
+		}
 	}
 	if slot.active {
 		// Another consumer streams from it: it alone may write the state
@@ -136,6 +155,9 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	rl := receiver[T]{s: s, conn: conn, dec: newDecoder(pks), asm: newAssembler(s.cfg.Begin),
 		persisted: slot.confirmed, silence: silence, lastRecv: started}
 	err = rl.loop(ctx)
+	if errors.Is(err, ErrSilent) {
+		s.abandoned = strconv.FormatUint(uint64(conn.PID()), 10)
+	}
 	if ctx.Err() != nil {
 		// Shutdown: let the applier finish what it holds, then confirm it.
 		s.drainApplier()
@@ -152,6 +174,29 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 		err = fmt.Errorf("%w: %w", errSessionHealthy, err)
 	}
 	return err
+}
+
+// endBackend terminates the backend pid, which holds slot, and waits until
+// it released the slot.
+func endBackend(ctx context.Context, conn *pgconn.PgConn, slot, pid string) error {
+	if _, err := strconv.ParseUint(pid, 10, 32); err != nil {
+		return fmt.Errorf("end backend %q: not a process id", pid)
+	}
+	if _, err := query(ctx, conn, "SELECT pg_terminate_backend("+pid+")"); err != nil {
+		return fmt.Errorf("end backend %s that holds slot %q: %w", pid, slot, err)
+	}
+	for range 50 {
+		rows, err := query(ctx, conn, "SELECT 1 FROM pg_replication_slots WHERE active_pid = "+pid)
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // awaitApplied waits until no transaction is queued or being applied.

@@ -128,6 +128,10 @@ type Stream[T Tx[T]] struct {
 	acked   atomic.Uint64
 	pending atomic.Int64 // transactions queued or being applied
 
+	// abandoned is the server process of the last session dropped as
+	// silent. Only Run's goroutine uses it.
+	abandoned string
+
 	streaming atomic.Bool
 	reason    atomic.Pointer[string]
 

@@ -104,6 +104,25 @@ var faults = []fault{
 		c.proxy.Restore()
 	}},
 	readOnlyThenKill,
+	{"replication link went silent", func(t *testing.T, c *chaos) {
+		c.proxy.Blackhole()
+		c.active.waitUnready(15*time.Second, "silent")
+		c.proxy.Restore()
+	}},
+	{"server behind the address switched", func(t *testing.T, c *chaos) {
+		// Another server, then back: each switch is a gap, and the first
+		// server's slot resumes where cdcd last confirmed it.
+		two := startSecondServer(t, c.e)
+		gaps := c.active.metric("cdcd_gap_invalidations_total", "reason=system_identifier_changed")
+		c.proxy.Switch(fmt.Sprintf("127.0.0.1:%d", two.pg.Port))
+		waitFor(t, 30*time.Second, "the switch to be seen", func() bool {
+			return c.active.metric("cdcd_gap_invalidations_total", "reason=system_identifier_changed") > gaps
+		})
+		c.proxy.Switch(fmt.Sprintf("127.0.0.1:%d", pg.Port))
+		waitFor(t, 30*time.Second, "the switch back to be seen", func() bool {
+			return c.active.metric("cdcd_gap_invalidations_total", "reason=system_identifier_changed") > gaps+1
+		})
+	}},
 	{"two instances racing for the slot", func(t *testing.T, c *chaos) {
 		other := c.spawn(t)
 		time.Sleep(time.Second)
@@ -222,6 +241,8 @@ func newChaos(t *testing.T, extra ...string) *chaos {
 	t.Helper()
 	e := newEnv(t)
 	proxy := testenv.MustProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))
+	// A silent link is noticed in seconds, not the default minute.
+	extra = append([]string{"CDCD_REPLICATION_SILENCE_TIMEOUT=3s"}, extra...)
 	c := &chaos{e: e, proxy: proxy, extra: extra,
 		dbURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", proxy.Port, dbNameOf(e.dbURL))}
 	c.active = c.start(t)

@@ -22,6 +22,8 @@ var (
 	rds     *testenv.Redis
 	binary  string
 	repoDir string
+	// stopAtExit stops servers that tests started on demand.
+	stopAtExit []func()
 )
 
 func TestMain(m *testing.M) {
@@ -61,5 +63,10 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer rds.Stop()
+	defer func() {
+		for _, stop := range stopAtExit {
+			stop()
+		}
+	}()
 	return m.Run()
 }
