@@ -42,6 +42,12 @@ type Config struct {
 	// is done) leaves the batch unacknowledged.
 	Apply func(ctx context.Context, batch []Committed) error
 
+	// CheckPublication, when set, is called once a session has ensured the
+	// publication and before it touches the slot, to check that the
+	// publication shows every change the caller needs. An error wrapping
+	// ErrConfig stops Run; any other ends the session (it is retried).
+	CheckPublication func(ctx context.Context) error
+
 	// OnStart, when set, is called once a session has checked its slot and
 	// before it streams. An error ends the session (it is retried).
 	OnStart func(ctx context.Context, st Start) error
@@ -437,6 +443,11 @@ func (s *Stream) session(ctx context.Context) (err error) {
 	}
 	if created {
 		s.log.Info("created or extended publication", "publication", s.cfg.Publication, "tables", tables)
+	}
+	if s.cfg.CheckPublication != nil {
+		if err := s.cfg.CheckPublication(ctx); err != nil {
+			return err
+		}
 	}
 	slot, err := ensureSlot(ctx, conn, s.cfg.Slot)
 	if err != nil {
