@@ -62,23 +62,9 @@ type table struct {
 // the publication cdcd streams; when it does not exist cdcd will create it,
 // so membership is not checked.
 func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([]Finding, error) {
-	tables := map[string]*table{}
-	var names []string
-	for _, r := range f.Rules {
-		names = append(names, r.Tables...)
-	}
-	for _, inv := range f.Invariants {
-		names = append(names, inv.Table)
-	}
-	for _, n := range names {
-		if _, ok := tables[n]; ok {
-			continue
-		}
-		t, err := describe(ctx, q, n)
-		if err != nil {
-			return nil, err
-		}
-		tables[n] = t
+	tables, err := describeAll(ctx, q, f)
+	if err != nil {
+		return nil, err
 	}
 	published, pubExists, err := publicationTables(ctx, q, publication)
 	if err != nil {
@@ -192,13 +178,52 @@ func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([
 			out = append(out, fd)
 		}
 	}
+	pf, err := publicationFindings(ctx, q, f, publication, tables, published, pubExists)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, pf...)
+	sortFindings(out)
+	return out, nil
+}
+
+// describeAll describes every table the rules and invariants name.
+func describeAll(ctx context.Context, q Querier, f *rules.File) (map[string]*table, error) {
+	tables := map[string]*table{}
+	for _, n := range tableNames(f) {
+		if _, ok := tables[n]; ok {
+			continue
+		}
+		t, err := describe(ctx, q, n)
+		if err != nil {
+			return nil, err
+		}
+		tables[n] = t
+	}
+	return tables, nil
+}
+
+// tableNames lists the tables of the rules, then of the invariants, in
+// file order, with repeats.
+func tableNames(f *rules.File) []string {
+	var names []string
+	for _, r := range f.Rules {
+		names = append(names, r.Tables...)
+	}
+	for _, inv := range f.Invariants {
+		names = append(names, inv.Table)
+	}
+	return names
+}
+
+// sortFindings orders findings by their place in the file.
+func sortFindings(out []Finding) {
 	slices.SortStableFunc(out, func(a, b Finding) int {
 		if a.Pos.Line != b.Pos.Line {
 			return a.Pos.Line - b.Pos.Line
 		}
 		return a.Pos.Col - b.Pos.Col
 	})
-	return out, nil
 }
 
 // Unverifiable returns the invariants that cannot be checked, with why.

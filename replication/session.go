@@ -63,6 +63,11 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	if created {
 		s.log.Info("created or extended publication", "publication", s.cfg.Publication, "tables", tables)
 	}
+	if s.cfg.CheckPublication != nil {
+		if err := s.cfg.CheckPublication(ctx); err != nil {
+			return err
+		}
+	}
 	slot, err := ensureSlot(ctx, conn, s.cfg.Slot)
 	if err != nil {
 		return err

@@ -53,7 +53,9 @@ func literalArray(items []string) string {
 
 // ensurePublication checks that the publication holds every table, creating
 // it for them when it does not exist, and adds missing tables to a
-// publication cdcd created. It reports whether it changed the publication.
+// publication cdcd created, never a table whose UPDATE and DELETE the
+// publication would then make fail (guardIdentity). It reports whether it
+// changed the publication.
 func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) (created bool, err error) {
 	rows, err := query(ctx, conn, "SELECT 1 FROM pg_publication WHERE pubname = "+quoteLiteral(pub))
 	if err != nil {
@@ -75,6 +77,10 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 			}
 		}
 		if len(missing) > 0 {
+			// Before a DBA is told to add them, too.
+			if err := guardIdentity(ctx, conn, pub, missing); err != nil {
+				return false, err
+			}
 			if !managed(ctx, conn, pub) {
 				return false, &PublicationError{Publication: pub, Missing: missing}
 			}
@@ -97,6 +103,9 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 		return false, configError("publication %q does not exist and the rules name no table to create it for", pub)
 	}
 	if err := existing(ctx, conn, tables); err != nil {
+		return false, err
+	}
+	if err := guardIdentity(ctx, conn, pub, tables); err != nil {
 		return false, err
 	}
 	q := make([]string, len(tables))

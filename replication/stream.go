@@ -39,6 +39,12 @@ type Config[T Tx[T]] struct {
 	// is done) leaves the batch unacknowledged.
 	Apply func(ctx context.Context, batch []Committed[T]) error
 
+	// CheckPublication, when set, is called once a session has ensured the
+	// publication and before it touches the slot, to check that the
+	// publication shows every change the caller needs. An error wrapping
+	// ErrConfig stops Run; any other ends the session (it is retried).
+	CheckPublication func(ctx context.Context) error
+
 	// OnStart, when set, is called once a session has checked its slot and
 	// before it streams. An error ends the session (it is retried).
 	OnStart func(ctx context.Context, st Start) error

@@ -80,6 +80,9 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 	}
 	if err := d.run(ctx); err != nil {
 		log.Error("stopped", "err", err)
+		if errors.Is(err, replication.ErrConfig) {
+			return exitUsage // only an operator can fix it
+		}
 		return exitFailure
 	}
 	log.Info("stopped")
@@ -134,6 +137,8 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		Publication: cfg.Publication,
 		Tables:      func() []string { return d.rules.Load().Tables() },
 		Begin:       func(b replication.Begin) *rules.Builder { return d.rules.Load().Begin(b) },
+		// The catalog check of rules check, before each session (and each reload).
+		CheckPublication: d.checkPublication,
 		Apply: func(ctx context.Context, batch []replication.Committed[*rules.Builder]) error {
 			return applier.Apply(ctx, plans(batch))
 		},
@@ -221,6 +226,7 @@ func (d *daemon) reload() {
 	rs, err := rules.Load(d.cfg.RulesFile)
 	if err == nil {
 		rs.MaxTxKeys = d.cfg.MaxTxKeys
+		err = d.admitRules(rs)
 	}
 	if err != nil {
 		d.reloads.WithLabelValues("error").Inc()

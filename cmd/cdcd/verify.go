@@ -10,7 +10,6 @@ import (
 
 	"github.com/cdcd/cdcd/catalog"
 	"github.com/cdcd/cdcd/rules"
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -115,12 +114,5 @@ func (v *verifier) problems() []string {
 
 // checkLive runs the catalog check for `rules check`.
 func checkLive(ctx context.Context, dbURL, publication string, f *rules.File) ([]catalog.Finding, error) {
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(cctx, dbURL)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.Background())
-	return catalog.Check(cctx, conn, f, publication)
+	return withCatalog(ctx, dbURL, publication, f, catalog.Check)
 }
