@@ -54,9 +54,23 @@ demo:
 bench:
 	$(GO) run ./test/bench
 
-lint:
+## lint: go vet, gofmt, and golangci-lint (.golangci.yml) at the pinned version.
+GOLANGCI_LINT_VERSION := 2.15.0
+GOLANGCI_LINT         := bin/golangci-lint
+
+lint: lint-install
 	$(GO) vet $(PKGS)
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GOLANGCI_LINT) run $(PKGS)
+
+# Installs the pinned golangci-lint into bin/ through the Go module proxy,
+# only when it is missing or at another version.
+.PHONY: lint-install
+lint-install:
+	@if [ "$$($(GOLANGCI_LINT) version --short 2>/dev/null)" != "$(GOLANGCI_LINT_VERSION)" ]; then \
+		echo "installing golangci-lint v$(GOLANGCI_LINT_VERSION) into bin/"; rm -f $(GOLANGCI_LINT); \
+		GOBIN="$(CURDIR)/bin" $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v$(GOLANGCI_LINT_VERSION); \
+	fi
 
 clean:
 	rm -rf bin

@@ -724,10 +724,6 @@ func text(v replication.Value, ok bool) *string {
 	return &s
 }
 
-func columnChange(name string, c *replication.Change, i int) ColumnChange {
-	return ColumnChange{Column: name, Old: text(c.OldValue(i)), New: text(c.NewValue(i))}
-}
-
 // primaryKey returns the row's primary key, or its identity columns when the
 // catalog gave no primary key.
 func primaryKey(c *replication.Change) []ColumnValue {

@@ -72,7 +72,7 @@ func TestReadWrite(t *testing.T) {
 	// A read waits for data that is not there yet.
 	go func() {
 		time.Sleep(20 * time.Millisecond)
-		s.Write([]byte("pong"))
+		_, _ = s.Write([]byte("pong")) // a failure shows as the client's read failing
 	}()
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "pong" {
 		t.Fatalf("client read %q, %v", buf, err)
@@ -109,7 +109,9 @@ func TestLargeWriteWaitsForTheReader(t *testing.T) {
 
 func TestReadDeadline(t *testing.T) {
 	c, s := pair(t)
-	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if err := c.SetReadDeadline(time.Now().Add(30 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	_, err := c.Read(make([]byte, 1))
 	var ne net.Error
@@ -120,8 +122,12 @@ func TestReadDeadline(t *testing.T) {
 		t.Fatalf("read returned after %s, before its deadline", d)
 	}
 	// The connection stays usable after a timeout.
-	c.SetReadDeadline(time.Time{})
-	s.Write([]byte("x"))
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatalf("read after a timeout: %v", err)
 	}
@@ -132,7 +138,9 @@ func TestReadDeadline(t *testing.T) {
 		res <- err
 	}()
 	time.Sleep(20 * time.Millisecond)
-	c.SetReadDeadline(time.Now())
+	if err := c.SetReadDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-res:
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -160,7 +168,9 @@ func TestEOFAndClose(t *testing.T) {
 
 func TestWriteToResetConnection(t *testing.T) {
 	c, s := pair(t)
-	s.(*net.TCPConn).SetLinger(0)
+	if err := s.(*net.TCPConn).SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
 	s.Close() // sends RST
 	time.Sleep(20 * time.Millisecond)
 	var err error
@@ -213,7 +223,7 @@ func TestUnixSocket(t *testing.T) {
 			return
 		}
 		defer s.Close()
-		io.Copy(s, s) // echo
+		_, _ = io.Copy(s, s) // echo until the client closes
 	}()
 	raw, err := net.Dial("unix", path)
 	if err != nil {

@@ -60,7 +60,7 @@ func echoOK(t *testing.T, addr, msg string) net.Conn {
 func roundTrip(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	defer c.SetDeadline(time.Time{})
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
 	if _, err := io.WriteString(c, msg); err != nil {
 		t.Fatalf("write: %v", err)
 	}

@@ -67,7 +67,9 @@ func TestPostgres(t *testing.T) {
 	}
 	// A failing migration is named in the error.
 	bad := t.TempDir()
-	os.WriteFile(filepath.Join(bad, "001_bad.sql"), []byte("SELECT 1; SELEC 2;"), 0o644)
+	if err := os.WriteFile(filepath.Join(bad, "001_bad.sql"), []byte("SELECT 1; SELEC 2;"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := ApplyMigrations(ctx, dbURL, bad); err == nil || !strings.Contains(err.Error(), "001_bad.sql") {
 		t.Fatalf("bad migration: err = %v", err)
 	}

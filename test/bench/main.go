@@ -175,8 +175,13 @@ func (b *bench) pgbench(script string, extra ...string) (float64, error) {
 		return 0, err
 	}
 	defer os.Remove(f.Name())
-	f.WriteString(script)
-	f.Close()
+	if _, err := f.WriteString(script); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
 	args := append([]string{"-n", "-f", f.Name(), "-d", b.dbURL}, extra...)
 	out, err := exec.Command(tool, args...).CombinedOutput()
 	if err != nil {

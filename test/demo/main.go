@@ -126,7 +126,7 @@ func run() error {
 	if err := cdcd.Start(); err != nil {
 		return err
 	}
-	defer cdcd.Process.Kill()
+	defer cdcd.Process.Kill() //nolint:errcheck // it may have exited already
 	logDone := make(chan struct{})
 	go func() { defer close(logDone); printAlerts(stderr) }()
 	if err := waitReady(ctx, addr); err != nil {

@@ -58,7 +58,7 @@ func (r *receiver) serve(ln net.Listener) {
 		w.WriteHeader(http.StatusOK)
 	})
 	r.srv = &http.Server{Handler: mux}
-	go r.srv.Serve(ln)
+	go r.srv.Serve(ln) //nolint:errcheck // returns http.ErrServerClosed once down closes it
 }
 
 func (r *receiver) down() {

@@ -147,7 +147,8 @@ func TestReloadNeverSplitsATransaction(t *testing.T) {
 				newGone++
 			}
 		}
-		if !(oldGone == 50 && newGone == 0) && !(oldGone == 0 && newGone == 50) {
+		allOld, allNew := oldGone == 50 && newGone == 0, oldGone == 0 && newGone == 50
+		if !allOld && !allNew {
 			t.Fatalf("round %d: %d keys of one rules file and %d of the other deleted by one transaction", round, oldGone, newGone)
 		}
 		waitFor(t, 10*time.Second, "the reload", func() bool {

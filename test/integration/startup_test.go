@@ -119,7 +119,11 @@ func TestReadyzReflectsRedis(t *testing.T) {
 	if err := rds.Pause(); err != nil {
 		t.Fatal(err)
 	}
-	defer rds.Resume()
+	defer func() {
+		if err := rds.Resume(); err != nil {
+			t.Error(err)
+		}
+	}()
 	waitFor(t, 10*time.Second, "/readyz to report Redis down", func() bool {
 		code, _, err := d.get("/readyz")
 		return err == nil && code == 503
