@@ -125,7 +125,7 @@ func TestReloadWhileTransactionStreams(t *testing.T) {
 	})
 	// The section is renamed and its key changed: a part evaluated under
 	// these rules names a section the first part's rules do not have.
-	v2 := strings.Replace(string(rulesV2(t)), `"run.climate"`, `"run.climate.v2"`, -1)
+	v2 := strings.ReplaceAll(string(rulesV2(t)), `"run.climate"`, `"run.climate.v2"`)
 	if err := os.WriteFile(path, []byte(v2), 0o644); err != nil {
 		t.Fatal(err)
 	}
