@@ -470,10 +470,11 @@ func (s *Stream) session(ctx context.Context) (err error) {
 			return fmt.Errorf("start of session: %w", err)
 		}
 	}
-	pks, err := primaryKeys(ctx, conn, tables)
+	dec, err := newSessionDecoder(ctx, conn, s.cfg.DatabaseURL, s.cfg.Publication, tables, s.log)
 	if err != nil {
 		return err
 	}
+	defer dec.close()
 	s.ack(slot.confirmed)
 
 	// Protocol v2 streams large in-progress transactions (PostgreSQL 14+)
@@ -501,7 +502,7 @@ func (s *Stream) session(ctx context.Context) (err error) {
 	defer stopWake()
 
 	started := time.Now()
-	rl := receiver{s: s, conn: conn, dec: newDecoder(pks), persisted: slot.confirmed}
+	rl := receiver{s: s, conn: conn, dec: dec, persisted: slot.confirmed}
 	err = rl.loop(ctx)
 	if ctx.Err() != nil {
 		// Shutdown: let the applier finish what it holds, then confirm it.
