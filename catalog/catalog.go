@@ -19,11 +19,15 @@ type Severity int
 const (
 	Warning Severity = iota // works, at a cost the DBA should know
 	Error                   // does not work as written
+	Note                    // works: what the catalog shows, for the record
 )
 
 func (s Severity) String() string {
-	if s == Error {
+	switch s {
+	case Error:
 		return "error"
+	case Note:
+		return "note"
 	}
 	return "warning"
 }
@@ -84,6 +88,10 @@ func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([
 	if err != nil {
 		return nil, err
 	}
+	parts, err := readPartitions(ctx, q, publication, names)
+	if err != nil {
+		return nil, err
+	}
 
 	var out []Finding
 	reported := map[string]bool{}
@@ -100,7 +108,7 @@ func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([
 			}
 			return nil
 		}
-		if pubExists && !published[name] && !reported["pub:"+key] {
+		if pubExists && !published[name] && !parts.Covered(name) && !parts.PartlyCovered(name) && !reported["pub:"+key] {
 			reported["pub:"+key] = true
 			fd := owner
 			fd.Severity, fd.Pos, fd.Table = Error, pos, name
@@ -192,6 +200,7 @@ func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([
 			out = append(out, fd)
 		}
 	}
+	out = append(out, partitionFindings(f, parts, publication)...)
 	slices.SortStableFunc(out, func(a, b Finding) int {
 		if a.Pos.Line != b.Pos.Line {
 			return a.Pos.Line - b.Pos.Line
