@@ -19,11 +19,15 @@ type Severity int
 const (
 	Warning Severity = iota // works, at a cost the DBA should know
 	Error                   // does not work as written
+	Note                    // works: what the catalog shows, for the record
 )
 
 func (s Severity) String() string {
-	if s == Error {
+	switch s {
+	case Error:
 		return "error"
+	case Note:
+		return "note"
 	}
 	return "warning"
 }
@@ -70,6 +74,10 @@ func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([
 	if err != nil {
 		return nil, err
 	}
+	parts, err := readPartitions(ctx, q, publication, tableNames(f))
+	if err != nil {
+		return nil, err
+	}
 
 	var out []Finding
 	reported := map[string]bool{}
@@ -86,7 +94,7 @@ func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([
 			}
 			return nil
 		}
-		if pubExists && !published[name] && !reported["pub:"+key] {
+		if pubExists && !published[name] && !parts.Covered(name) && !parts.PartlyCovered(name) && !reported["pub:"+key] {
 			reported["pub:"+key] = true
 			fd := owner
 			fd.Severity, fd.Pos, fd.Table = Error, pos, name
@@ -183,6 +191,7 @@ func Check(ctx context.Context, q Querier, f *rules.File, publication string) ([
 		return nil, err
 	}
 	out = append(out, pf...)
+	out = append(out, partitionFindings(f, parts, publication)...)
 	sortFindings(out)
 	return out, nil
 }

@@ -70,10 +70,25 @@ type Relation struct {
 	// from the catalog at connect time. Nil when the table has none or the
 	// catalog was not consulted.
 	PrimaryKey []int
+	// Names lists the schema-qualified tables whose rules apply to this
+	// relation's changes: its own name, then its ancestors' nearest first
+	// (a partition's changes are its partitioned table's changes), then,
+	// for a partitioned table, its partitions' (under
+	// publish_via_partition_root their changes arrive under its name and
+	// cannot be told apart). Nil means the relation's own name only.
+	Names []string
 }
 
 // Table returns the schema-qualified name, e.g. "public.tasks".
 func (r *Relation) Table() string { return r.Namespace + "." + r.Name }
+
+// MatchNames returns Names, or the relation's own name when Names is nil.
+func (r *Relation) MatchNames() []string {
+	if len(r.Names) > 0 {
+		return r.Names
+	}
+	return []string{r.Table()}
+}
 
 // ColumnIndex returns the position of the named column, or -1.
 func (r *Relation) ColumnIndex(name string) int {

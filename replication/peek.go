@@ -26,17 +26,17 @@ func Peek[T Tx[T]](ctx context.Context, databaseURL, slot, publication string, l
 	for _, r := range rows {
 		tables = append(tables, r[0])
 	}
-	pks, err := primaryKeys(ctx, conn, tables)
+	dec, err := newSessionDecoder(ctx, conn, databaseURL, publication, tables, nil)
 	if err != nil {
 		return nil, err
 	}
+	defer dec.close()
 
 	// upto_nchanges counts changes, not transactions, and the server ends
 	// on a transaction boundary; read until limit commits are seen.
 	sql := fmt.Sprintf(`SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL,
 		'proto_version', '1', 'publication_names', %s)`, quoteLiteral(slot), quoteLiteral(quoteIdent(publication)))
 	res := conn.ExecParams(ctx, sql, nil, nil, nil, []int16{1})
-	dec := newDecoder(pks)
 	asm := newAssembler(begin)
 	var out []Committed[T]
 	for res.NextRow() {

@@ -163,6 +163,9 @@ type decoder struct {
 	// inStream is set between Stream Start and Stream Stop, where every
 	// data message carries the (sub)transaction id after its type.
 	inStream bool
+	// relmap places relations in partition trees; nil: each relation
+	// answers to its own name.
+	relmap *relationMap
 }
 
 func newDecoder(primaryKeys map[string][]string) *decoder {
@@ -270,7 +273,9 @@ func (d *decoder) decode(msg []byte) (ev event, err error) {
 			r.uint32("column type modifier")
 		}
 		if r.err == nil {
-			rel.PrimaryKey = primaryKeyIndexes(rel, d.primaryKeys[rel.Table()])
+			if err := d.place(rel); err != nil {
+				return event{}, err
+			}
 			d.rels[rel.ID] = rel
 			ev.relation = rel
 		}

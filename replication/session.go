@@ -123,10 +123,11 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 			return fmt.Errorf("start of session: %w", err)
 		}
 	}
-	pks, err := primaryKeys(ctx, conn, tables)
+	dec, err := newSessionDecoder(ctx, conn, s.cfg.DatabaseURL, s.cfg.Publication, tables, s.log)
 	if err != nil {
 		return err
 	}
+	defer dec.close()
 	// The session acknowledges from its own slot's position: only what
 	// this server sent can move it.
 	s.acked.Store(uint64(slot.confirmed))
@@ -157,7 +158,7 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	defer stopWake()
 
 	started := time.Now()
-	rl := receiver[T]{s: s, conn: conn, dec: newDecoder(pks), asm: newAssembler(s.cfg.Begin),
+	rl := receiver[T]{s: s, conn: conn, dec: dec, asm: newAssembler(s.cfg.Begin),
 		persisted: slot.confirmed, silence: silence, lastRecv: started}
 	err = rl.loop(ctx)
 	if errors.Is(err, ErrSilent) {

@@ -62,19 +62,9 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 		return false, fmt.Errorf("look up publication %q: %w", pub, err)
 	}
 	if len(rows) > 0 {
-		rows, err = query(ctx, conn, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = "+quoteLiteral(pub))
+		missing, err := unpublished(ctx, conn, pub, tables)
 		if err != nil {
-			return false, fmt.Errorf("list tables of publication %q: %w", pub, err)
-		}
-		have := make(map[string]bool, len(rows))
-		for _, r := range rows {
-			have[r[0]] = true
-		}
-		var missing []string
-		for _, t := range tables {
-			if !have[t] {
-				missing = append(missing, t)
-			}
+			return false, err
 		}
 		if len(missing) > 0 {
 			// Before a DBA is told to add them, too.
@@ -88,14 +78,7 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 			if err := existing(ctx, conn, missing); err != nil {
 				return false, err
 			}
-			q := make([]string, len(missing))
-			for i, t := range missing {
-				q[i] = quoteTable(t)
-			}
-			if _, err := query(ctx, conn, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+strings.Join(q, ", ")); err != nil {
-				return false, fmt.Errorf("add tables %s to publication %q: %w", strings.Join(missing, ", "), pub, err)
-			}
-			return true, nil
+			return true, addTables(ctx, conn, pub, missing)
 		}
 		return false, nil
 	}

@@ -195,7 +195,7 @@ func (rs *Rules) bind(rel *replication.Relation) *binding {
 	if b, ok := rs.binds[rel.ID]; ok && b.rel == rel {
 		return b
 	}
-	tr := rs.tables[rel.Table()]
+	tr := rs.tablesOf(rel)
 	if tr == nil {
 		rs.binds[rel.ID] = &binding{rel: rel}
 		return rs.binds[rel.ID]
@@ -251,6 +251,37 @@ func (rs *Rules) bind(rel *replication.Relation) *binding {
 	}
 	rs.binds[rel.ID] = b
 	return b
+}
+
+// tablesOf gathers the rules and invariants of every table rel answers to
+// (a partition answers to its partitioned tables too), each once, or
+// returns nil when there are none.
+func (rs *Rules) tablesOf(rel *replication.Relation) *tableRules {
+	names := rel.MatchNames()
+	if len(names) == 1 {
+		return rs.tables[names[0]]
+	}
+	var out *tableRules
+	for _, n := range names {
+		tr := rs.tables[n]
+		if tr == nil {
+			continue
+		}
+		if out == nil {
+			out = &tableRules{}
+		}
+		for _, r := range tr.rules {
+			if !slices.Contains(out.rules, r) {
+				out.rules = append(out.rules, r)
+			}
+		}
+		for _, inv := range tr.invariants {
+			if !slices.Contains(out.invariants, inv) {
+				out.invariants = append(out.invariants, inv)
+			}
+		}
+	}
+	return out
 }
 
 func (rs *Rules) maxKeys() int {

@@ -67,9 +67,10 @@ func rulesCheck(args []string, stdout, stderr io.Writer) int {
 		errs, warns := 0, 0
 		for _, fd := range findings {
 			fmt.Fprintln(stdout, fd.Format(path))
-			if fd.Severity == catalog.Error {
+			switch fd.Severity {
+			case catalog.Error:
 				errs++
-			} else {
+			case catalog.Warning:
 				warns++
 			}
 		}

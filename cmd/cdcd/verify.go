@@ -79,10 +79,13 @@ func (v *verifier) verify(ctx context.Context) error {
 		return err
 	}
 	for _, f := range findings {
-		if f.Severity == catalog.Error {
+		switch f.Severity {
+		case catalog.Error:
 			v.d.log.Error("rules problem in the catalog", "problem", f.Format(rs.File().Name), "table", f.Table)
-		} else {
+		case catalog.Warning:
 			v.d.log.Warn("rules cost in the catalog", "problem", f.Format(rs.File().Name), "table", f.Table)
+		default:
+			v.d.log.Info("rules and the catalog", "note", f.Format(rs.File().Name), "table", f.Table)
 		}
 	}
 	bad := catalog.Unverifiable(findings)
