@@ -160,21 +160,26 @@ func (r *Redis) Apply(ctx context.Context, plans []*rules.Plan) error {
 	}
 }
 
+// apply applies plans in three steps, in this order: every revision the
+// plans move; then the key patterns (SCAN + UNLINK); then the exact keys
+// and the channel messages. A covering revision moves before the keys it
+// covers are deleted: a reader that read the revision, then the database
+// before the commit, cannot then store its stale value under the revision
+// it read (docs/consistency.md). Without patterns the steps share one
+// pipeline, whose commands Redis runs in order.
 func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
-	// Pattern invalidations first: each scans the keyspace.
-	seen := make(map[string]bool)
-	for _, p := range plans {
-		for _, pt := range p.Patterns {
-			if seen[pt.Pattern] {
-				continue
-			}
-			seen[pt.Pattern] = true
-			if err := r.unlinkMatching(ctx, pt.Pattern); err != nil {
-				return fmt.Errorf("invalidate pattern %q of section %s: %w", pt.Pattern, pt.Section, err)
-			}
+	pipe := r.client.Pipeline()
+	if err := r.queueRevisions(ctx, pipe, plans); err != nil {
+		return err
+	}
+	if hasPatterns(plans) {
+		if err := exec(ctx, pipe); err != nil {
+			return err
+		}
+		if err := r.unlinkPatterns(ctx, plans); err != nil {
+			return err
 		}
 	}
-	pipe := r.client.Pipeline()
 	batch := make([]string, 0, r.cfg.UnlinkBatch)
 	flush := func() {
 		if len(batch) > 0 {
@@ -196,8 +201,27 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 		}
 	}
 	flush()
-	// Revisions only move forward, so a batch sets each to the last LSN that
-	// names it, and scans a revision pattern once.
+	for _, p := range plans {
+		for _, m := range p.Messages {
+			pipe.Publish(ctx, m.Channel, m.Payload)
+		}
+	}
+	return exec(ctx, pipe)
+}
+
+func hasPatterns(plans []*rules.Plan) bool {
+	for _, p := range plans {
+		if len(p.Patterns) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// queueRevisions queues the plans' revisions on pipe. Revisions only move
+// forward, so a batch sets each to the last LSN that names it, and scans a
+// revision pattern once.
+func (r *Redis) queueRevisions(ctx context.Context, pipe redis.Pipeliner, plans []*rules.Plan) error {
 	revs := make(map[rules.Revision]string)
 	var order []rules.Revision
 	for _, p := range plans {
@@ -233,17 +257,35 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 			return fmt.Errorf("scan revision keys %q: %w", rev.Key, err)
 		}
 	}
+	return nil
+}
+
+// unlinkPatterns deletes every key matching the plans' patterns, each
+// pattern once.
+func (r *Redis) unlinkPatterns(ctx context.Context, plans []*rules.Plan) error {
+	seen := make(map[string]bool)
 	for _, p := range plans {
-		for _, m := range p.Messages {
-			pipe.Publish(ctx, m.Channel, m.Payload)
+		for _, pt := range p.Patterns {
+			if seen[pt.Pattern] {
+				continue
+			}
+			seen[pt.Pattern] = true
+			if err := r.unlinkMatching(ctx, pt.Pattern); err != nil {
+				return fmt.Errorf("invalidate pattern %q of section %s: %w", pt.Pattern, pt.Section, err)
+			}
 		}
 	}
+	return nil
+}
+
+// exec runs the commands queued on pipe, if any, and returns the first
+// failure, naming its command.
+func exec(ctx context.Context, pipe redis.Pipeliner) error {
 	if pipe.Len() == 0 {
 		return nil
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err != nil && !errors.Is(err, redis.Nil) {
-		// Exec returns the first failed command's error; name it.
 		for _, c := range cmds {
 			if c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
 				return fmt.Errorf("%s: %w", c.Name(), c.Err())
