@@ -79,7 +79,8 @@ func TestRedisLinkGoesSilent(t *testing.T) {
 		t.Fatal("key deleted through a blackholed link")
 	}
 	proxy.Restore()
-	e.gone("nodb:1:climate")
+	// The sink retries with backoff (at most 5s apart).
+	waitFor(t, 15*time.Second, "the key to be deleted once the link is back", func() bool { return !e.exists("nodb:1:climate") })
 	e.waitConfirmed(end, 20*time.Second)
 	d.waitReady(10 * time.Second)
 }
