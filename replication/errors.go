@@ -30,6 +30,12 @@ var (
 	// state they record: the session ends without confirming anything
 	// more, and the next one finds out who holds the slot.
 	ErrSuperseded = errors.New("superseded")
+
+	// ErrResync is returned by Config.BeforeConfirm when the sinks lost
+	// work they had acknowledged (a Redis failover that lost writes): the
+	// session ends without confirming anything more, and the next one's
+	// OnStart accounts for the loss.
+	ErrResync = errors.New("sinks lost acknowledged work")
 )
 
 // PublicationError names the rule tables an existing publication lacks.

@@ -161,7 +161,7 @@ func (r *receiver[T]) sendStatus(replyRequested bool) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		err := r.s.cfg.BeforeConfirm(ctx, flush)
 		cancel()
-		if errors.Is(err, ErrSuperseded) {
+		if errors.Is(err, ErrSuperseded) || errors.Is(err, ErrResync) {
 			return err
 		}
 		if err != nil && !ackBeforeApply {

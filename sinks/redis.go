@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/cdcd/cdcd/internal/pollconn"
@@ -39,8 +40,21 @@ return 1
 
 // RedisConfig configures the Redis sink.
 type RedisConfig struct {
-	// URL is a redis:// or rediss:// URL.
+	// URL is a redis:// or rediss:// URL, in the form Mode's parser reads.
 	URL string
+	// Mode is ModeStandalone (the default), ModeCluster or ModeSentinel.
+	Mode string
+	// TLS names a CA and a client certificate, with a rediss:// URL.
+	TLS TLSFiles
+	// WaitReplicas, when positive, is how many replicas of every master
+	// must acknowledge cdcd's writes before a position is confirmed
+	// (WAIT), within WaitTimeout (default 1s).
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	// ShardedPubSub publishes channel messages with SPUBLISH (Redis 7):
+	// in a Cluster they stay in the channel's shard instead of reaching
+	// every node.
+	ShardedPubSub bool
 	// UnlinkBatch is the most keys one UNLINK carries. Default 256.
 	UnlinkBatch int
 	// ScanCount is the COUNT hint of pattern scans. Default 1000.
@@ -54,27 +68,23 @@ type RedisConfig struct {
 // Redis applies plans to one Redis server. Safe for concurrent use, but
 // plans must be applied by one goroutine to keep commit order.
 type Redis struct {
-	cfg    RedisConfig
-	client *redis.Client
-	log    *slog.Logger
-	m      *Metrics
+	cfg     RedisConfig
+	client  redis.UniversalClient
+	cluster bool
+	log     *slog.Logger
+	m       *Metrics
+
+	// marks holds, by marker key, the position last written there (see
+	// marks.go). Only the goroutine that confirms positions uses it.
+	marks map[string]string
 }
 
 // NewRedis returns a Redis sink. It does not connect until used.
 func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
-	opt, err := redis.ParseURL(cfg.URL)
+	client, err := newClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("redis URL: %w", err)
+		return nil, err
 	}
-	// The sink retries whole plans itself; the client's own retries would
-	// only hide how long an attempt took.
-	opt.MaxRetries = -1
-	// Let callers' deadlines (the readiness probe's) bound a command.
-	opt.ContextTimeoutEnabled = true
-	// RESP2: the sink uses no push notifications, and under RESP3 the client
-	// peeks at the socket for them before commands.
-	opt.Protocol = 2
-	opt.Dialer = dialer(opt)
 	if cfg.UnlinkBatch <= 0 {
 		cfg.UnlinkBatch = 256
 	}
@@ -87,11 +97,15 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
 	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Redis{cfg: cfg, client: redis.NewClient(opt), log: log, m: m}, nil
+	_, cluster := client.(*redis.ClusterClient)
+	return &Redis{cfg: cfg, client: client, cluster: cluster, log: log, m: m, marks: map[string]string{}}, nil
 }
 
 // dialer dials with go-redis's own dialer, puts the connection's reads and
@@ -172,7 +186,10 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 	if err := r.queueRevisions(ctx, pipe, plans); err != nil {
 		return err
 	}
-	if hasPatterns(plans) {
+	// In a Cluster a revision and the keys it covers may live on different
+	// masters, whose pipelines run side by side: the revisions are
+	// acknowledged before any key is deleted.
+	if hasPatterns(plans) || r.cluster {
 		if err := exec(ctx, pipe); err != nil {
 			return err
 		}
@@ -180,33 +197,66 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 			return err
 		}
 	}
-	batch := make([]string, 0, r.cfg.UnlinkBatch)
-	flush := func() {
-		if len(batch) > 0 {
-			pipe.Unlink(ctx, batch...)
-			batch = make([]string, 0, r.cfg.UnlinkBatch)
-		}
-	}
-	unique := make(map[string]struct{})
-	for _, p := range plans {
-		for _, k := range p.Keys {
-			if _, dup := unique[k.Key]; dup {
-				continue
-			}
-			unique[k.Key] = struct{}{}
-			batch = append(batch, k.Key)
-			if len(batch) == r.cfg.UnlinkBatch {
-				flush()
-			}
-		}
-	}
-	flush()
+	r.queueUnlinks(ctx, pipe, plans)
 	for _, p := range plans {
 		for _, m := range p.Messages {
-			pipe.Publish(ctx, m.Channel, m.Payload)
+			if r.cfg.ShardedPubSub {
+				pipe.SPublish(ctx, m.Channel, m.Payload)
+			} else {
+				pipe.Publish(ctx, m.Channel, m.Payload)
+			}
 		}
 	}
 	return exec(ctx, pipe)
+}
+
+// queueUnlinks queues an UNLINK of every distinct key of the plans.
+func (r *Redis) queueUnlinks(ctx context.Context, pipe redis.Pipeliner, plans []*rules.Plan) {
+	var keys []string
+	unique := make(map[string]struct{})
+	for _, p := range plans {
+		for _, k := range p.Keys {
+			if _, dup := unique[k.Key]; !dup {
+				unique[k.Key] = struct{}{}
+				keys = append(keys, k.Key)
+			}
+		}
+	}
+	r.queueUnlinkKeys(ctx, pipe, keys)
+}
+
+// queueUnlinkKeys queues UNLINKs of keys, at most UnlinkBatch keys per
+// command. In a Cluster each command holds keys of one hash slot only, as a
+// multi-key command must.
+func (r *Redis) queueUnlinkKeys(ctx context.Context, pipe redis.Pipeliner, keys []string) {
+	if !r.cluster {
+		for len(keys) > 0 {
+			n := min(len(keys), r.cfg.UnlinkBatch)
+			pipe.Unlink(ctx, keys[:n]...)
+			keys = keys[n:]
+		}
+		return
+	}
+	batches := map[int][]string{}
+	var order []int
+	for _, k := range keys {
+		slot := hashSlot(k)
+		b, ok := batches[slot]
+		if !ok {
+			order = append(order, slot)
+		}
+		b = append(b, k)
+		if len(b) == r.cfg.UnlinkBatch {
+			pipe.Unlink(ctx, b...)
+			b = b[:0:0]
+		}
+		batches[slot] = b
+	}
+	for _, slot := range order {
+		if b := batches[slot]; len(b) > 0 {
+			pipe.Unlink(ctx, b...)
+		}
+	}
 }
 
 func hasPatterns(plans []*rules.Plan) bool {
@@ -296,33 +346,52 @@ func exec(ctx context.Context, pipe redis.Pipeliner) error {
 	return nil
 }
 
-// scanEach calls fn with each page of keys matching pattern.
+// scanEach calls fn with each page of keys matching pattern, on every
+// master (SCAN covers one node). Calls of fn do not overlap.
 func (r *Redis) scanEach(ctx context.Context, pattern string, fn func(keys []string) error) error {
-	var cursor uint64
-	for {
-		keys, next, err := r.client.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
-		if err != nil {
-			return err
-		}
-		if err := fn(keys); err != nil {
-			return err
-		}
-		if next == 0 {
-			return nil
-		}
-		cursor = next
-	}
-}
-
-func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
-	return r.scanEach(ctx, pattern, func(keys []string) error {
-		for len(keys) > 0 {
-			n := min(len(keys), r.cfg.UnlinkBatch)
-			if err := r.client.Unlink(ctx, keys[:n]...).Err(); err != nil {
+	var mu sync.Mutex
+	return r.forEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
+			if err != nil {
 				return err
 			}
-			keys = keys[n:]
+			mu.Lock()
+			err = fn(keys)
+			mu.Unlock()
+			if err != nil {
+				return err
+			}
+			if next == 0 {
+				return nil
+			}
+			cursor = next
 		}
-		return nil
+	})
+}
+
+// unlinkMatching deletes every key matching pattern, scanning each master
+// and deleting what it returns on that master, page by page.
+func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
+	return r.forEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
+			if err != nil {
+				return err
+			}
+			if len(keys) > 0 {
+				pipe := c.Pipeline()
+				r.queueUnlinkKeys(ctx, pipe, keys)
+				if err := exec(ctx, pipe); err != nil {
+					return err
+				}
+			}
+			if next == 0 {
+				return nil
+			}
+			cursor = next
+		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cdcd/cdcd/sinks"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/kelseyhightower/envconfig"
 	"github.com/redis/go-redis/v9"
@@ -21,12 +22,20 @@ import (
 type Config struct {
 	DatabaseURL string `envconfig:"DATABASE_URL"`
 	RedisURL    string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
-	RulesFile   string `envconfig:"RULES_FILE" default:"rules.json"`
-	Slot        string `envconfig:"SLOT" default:"cdcd"`
-	Publication string `envconfig:"PUBLICATION" default:"cdcd"`
-	HTTPAddr    string `envconfig:"HTTP_ADDR" default:":9380"`
-	LogLevel    string `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat   string `envconfig:"LOG_FORMAT" default:"json"`
+	RedisMode   string `envconfig:"REDIS_MODE" default:"standalone"`
+
+	RedisTLSCAFile   string        `envconfig:"REDIS_TLS_CA_FILE"`
+	RedisTLSCertFile string        `envconfig:"REDIS_TLS_CERT_FILE"`
+	RedisTLSKeyFile  string        `envconfig:"REDIS_TLS_KEY_FILE"`
+	RedisWait        int           `envconfig:"REDIS_WAIT_REPLICAS" default:"0"`
+	RedisWaitTimeout time.Duration `envconfig:"REDIS_WAIT_TIMEOUT" default:"1s"`
+	RedisSPublish    bool          `envconfig:"REDIS_SHARDED_PUBSUB" default:"false"`
+	RulesFile        string        `envconfig:"RULES_FILE" default:"rules.json"`
+	Slot             string        `envconfig:"SLOT" default:"cdcd"`
+	Publication      string        `envconfig:"PUBLICATION" default:"cdcd"`
+	HTTPAddr         string        `envconfig:"HTTP_ADDR" default:":9380"`
+	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat        string        `envconfig:"LOG_FORMAT" default:"json"`
 
 	StatusInterval time.Duration `envconfig:"STATUS_INTERVAL" default:"10s"`
 	// SilenceTimeout: 0 derives it from the server's wal_sender_timeout.
@@ -80,9 +89,7 @@ func (c *Config) validate() error {
 	} else if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
 		bad("DATABASE_URL", "not a valid libpq URL or DSN: %s", redact(err.Error(), c.DatabaseURL))
 	}
-	if _, err := redis.ParseURL(c.RedisURL); err != nil {
-		bad("REDIS_URL", "not a valid Redis URL (redis://[user:password@]host:port/db or rediss://…): %s", redact(err.Error(), c.RedisURL))
-	}
+	c.validateRedis(bad)
 	if strings.TrimSpace(c.RulesFile) == "" {
 		bad("RULES_FILE", "empty: the path of the rules file")
 	}
@@ -141,6 +148,57 @@ func (c *Config) validate() error {
 		c.Instance, _ = os.Hostname()
 	}
 	return errors.Join(errs...)
+}
+
+// validateRedis checks the Redis variables: the URL as the mode's parser
+// reads it, the TLS files, the WAIT settings.
+func (c *Config) validateRedis(bad func(variable, format string, args ...any)) {
+	var err error
+	switch c.RedisMode {
+	case sinks.ModeStandalone:
+		_, err = redis.ParseURL(c.RedisURL)
+		if err != nil {
+			bad("REDIS_URL", "not a valid Redis URL (redis://[user:password@]host:port/db or rediss://…): %s", redact(err.Error(), c.RedisURL))
+		}
+	case sinks.ModeCluster:
+		_, err = redis.ParseClusterURL(c.RedisURL)
+		if err != nil {
+			bad("REDIS_URL", "not a valid Redis Cluster URL for CDCD_REDIS_MODE=cluster (redis://[user:password@]host1:port1?addr=host2:port2&addr=…): %s", redact(err.Error(), c.RedisURL))
+		}
+	case sinks.ModeSentinel:
+		var opt *redis.FailoverOptions
+		opt, err = redis.ParseFailoverURL(c.RedisURL)
+		switch {
+		case err != nil:
+			bad("REDIS_URL", "not a valid Sentinel URL for CDCD_REDIS_MODE=sentinel (redis://[user:password@]sentinel1:26379?master_name=NAME&addr=sentinel2:26379&…): %s", redact(err.Error(), c.RedisURL))
+		case opt.MasterName == "":
+			bad("REDIS_URL", "CDCD_REDIS_MODE=sentinel needs master_name in the URL (redis://sentinel1:26379?master_name=NAME&addr=sentinel2:26379)")
+		}
+	default:
+		bad("REDIS_MODE", "%q is not one of standalone, cluster, sentinel", c.RedisMode)
+		return
+	}
+	files := map[string]string{"REDIS_TLS_CA_FILE": c.RedisTLSCAFile, "REDIS_TLS_CERT_FILE": c.RedisTLSCertFile, "REDIS_TLS_KEY_FILE": c.RedisTLSKeyFile}
+	for _, v := range []string{"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"} {
+		path := files[v]
+		if path == "" {
+			continue
+		}
+		if !strings.HasPrefix(c.RedisURL, "rediss://") {
+			bad(v, "set, but CDCD_REDIS_URL is not a rediss:// URL: the connection would not use TLS")
+		} else if _, err := os.Stat(path); err != nil {
+			bad(v, "%v", err)
+		}
+	}
+	if (c.RedisTLSCertFile == "") != (c.RedisTLSKeyFile == "") {
+		bad("REDIS_TLS_CERT_FILE", "a client certificate needs both CDCD_REDIS_TLS_CERT_FILE and CDCD_REDIS_TLS_KEY_FILE")
+	}
+	if c.RedisWait < 0 {
+		bad("REDIS_WAIT_REPLICAS", "%d must be 0 (do not wait) or more", c.RedisWait)
+	}
+	if c.RedisWaitTimeout <= 0 {
+		bad("REDIS_WAIT_TIMEOUT", "%s must be positive", c.RedisWaitTimeout)
+	}
 }
 
 // redact replaces the password of connection string conn wherever it

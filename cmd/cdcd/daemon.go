@@ -26,12 +26,14 @@ import (
 // daemon is a running cdcd: the replication stream feeding the sinks, the
 // rules they evaluate under, and the HTTP endpoints.
 type daemon struct {
-	cfg         *Config
-	log         *slog.Logger
-	reg         *prometheus.Registry
-	rules       atomic.Pointer[rules.Rules]
-	stream      *replication.Stream[*rules.Builder]
-	redis       *sinks.Redis
+	cfg    *Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	rules  atomic.Pointer[rules.Rules]
+	stream *replication.Stream[*rules.Builder]
+	redis  *sinks.Redis
+	// applier applies every plan, the stream's and a gap's.
+	applier     *sinks.Applier
 	webhook     *sinks.Webhook // nil without CDCD_ALERT_WEBHOOK_URL
 	verify      *verifier
 	wal         *walMonitor
@@ -40,6 +42,8 @@ type daemon struct {
 	// server is the server and timeline of the session streaming now, as
 	// recorded in Redis at its start.
 	server atomic.Pointer[sinks.State]
+	// lostWrites says why the session before found that Redis lost writes.
+	lostWrites atomic.Pointer[string]
 
 	reloads       *prometheus.CounterVec
 	gaps          *prometheus.CounterVec
@@ -118,7 +122,12 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 	m := sinks.NewMetrics(d.reg)
 	m.Prepare(rs.File())
 	d.sinkMetrics = m
-	redisSink, err := sinks.NewRedis(sinks.RedisConfig{URL: cfg.RedisURL, Logger: log}, m)
+	redisSink, err := sinks.NewRedis(sinks.RedisConfig{
+		URL: cfg.RedisURL, Mode: cfg.RedisMode,
+		TLS:          sinks.TLSFiles{CA: cfg.RedisTLSCAFile, Cert: cfg.RedisTLSCertFile, Key: cfg.RedisTLSKeyFile},
+		WaitReplicas: cfg.RedisWait, WaitTimeout: cfg.RedisWaitTimeout, ShardedPubSub: cfg.RedisSPublish,
+		Logger: log,
+	}, m)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +139,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		})
 	}
 	applier := sinks.NewApplier(redisSink, sinks.NewAlerts(log, m, d.webhook), m)
+	d.applier = applier
 
 	d.stream, err = replication.New(replication.Config[*rules.Builder]{
 		DatabaseURL: cfg.DatabaseURL,

@@ -14,7 +14,7 @@ import (
 )
 
 // Gap reasons, labels of cdcd_gap_invalidations_total.
-var gapReasons = []string{"wal_lost", "system_identifier_changed", "timeline_changed", "slot_recreated", "slot_advanced", "state_missing"}
+var gapReasons = []string{"wal_lost", "system_identifier_changed", "timeline_changed", "slot_recreated", "slot_advanced", "state_missing", "redis_lost_writes"}
 
 // gapOf decides whether a session that starts as st, after cdcd recorded
 // rec, can prove it sees every change since cdcd last confirmed a position.
@@ -51,13 +51,31 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 	if err != nil {
 		return fmt.Errorf("read the recorded state of slot %s from redis: %w", d.cfg.Slot, err)
 	}
-	if reason, why := gapOf(rec, st); reason != "" {
+	reason, why := gapOf(rec, st)
+	switch reason {
+	case "", "slot_advanced", "state_missing":
+		// Redis losing writes also loses the recorded state's progress:
+		// say which it was when the markers tell.
+		lost, err := d.redis.CheckMarks(ctx, d.cfg.Slot, st.Confirmed)
+		if err != nil {
+			return fmt.Errorf("read redis markers: %w", err)
+		}
+		if prev := d.lostWrites.Swap(nil); prev != nil && lost == "" {
+			lost = *prev
+		}
+		if lost != "" {
+			reason, why = "redis_lost_writes", lost
+		}
+	}
+	if reason != "" {
 		d.log.Error("cannot prove every change was seen: invalidating every section before streaming",
 			"reason", reason, "detail", why, "slot", d.cfg.Slot, "lsn", st.Confirmed.String())
 		p := d.rules.Load().Everything()
 		p.CommitLSN, p.EndLSN, p.CommitTime = st.Confirmed, st.Confirmed, time.Now()
 		p.Gap = true
-		if err := d.redis.Apply(ctx, []*rules.Plan{p}); err != nil {
+		// Through the applier, as every plan: nothing of the session
+		// before is in flight (OnStart runs once it was all applied).
+		if err := d.applier.Apply(ctx, []*rules.Plan{p}); err != nil {
 			return err
 		}
 		d.gaps.WithLabelValues(reason).Inc()
@@ -76,6 +94,17 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 // beforeConfirm records a position in Redis before it is confirmed to the
 // server, so the next start can tell cdcd's own progress from a gap.
 func (d *daemon) beforeConfirm(ctx context.Context, lsn pglogrepl.LSN) error {
+	if err := d.redis.Mark(ctx, d.cfg.Slot, lsn); err != nil {
+		if errors.Is(err, sinks.ErrLostWrites) {
+			// Keys cdcd deleted may be back, and their positions are
+			// confirmed already: the next session invalidates everything.
+			d.log.Error("redis lost writes cdcd had applied; restarting the session to invalidate every section", "err", err)
+			why := err.Error()
+			d.lostWrites.Store(&why)
+			return fmt.Errorf("%w: %w", replication.ErrResync, err)
+		}
+		return err
+	}
 	err := d.redis.AdvanceState(ctx, d.cfg.Slot, *d.server.Load(), lsn)
 	if errors.Is(err, sinks.ErrStateChanged) {
 		return fmt.Errorf("%w: %w", replication.ErrSuperseded, err)

@@ -1,0 +1,137 @@
+package sinks
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis deployment shapes (CDCD_REDIS_MODE).
+const (
+	ModeStandalone = "standalone"
+	ModeCluster    = "cluster"
+	ModeSentinel   = "sentinel"
+)
+
+// TLSFiles names the PEM files of a TLS connection to Redis: the CA to
+// trust, and a client certificate for servers that demand one.
+type TLSFiles struct {
+	CA, Cert, Key string
+}
+
+// newClient builds go-redis's client for the mode, from the URL as that
+// mode's own parser reads it: ParseURL, ParseClusterURL
+// (redis://h1:p1?addr=h2:p2&addr=…) or ParseFailoverURL
+// (redis://s1:26379?master_name=NAME&addr=s2:26379…).
+func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
+	switch cfg.Mode {
+	case "", ModeStandalone:
+		opt, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis URL: %w", err)
+		}
+		if opt.TLSConfig, err = withFiles(opt.TLSConfig, cfg.TLS); err != nil {
+			return nil, err
+		}
+		// The sink retries whole plans itself; the client's own retries
+		// would only hide how long an attempt took.
+		opt.MaxRetries = -1
+		// Let callers' deadlines (the readiness probe's) bound a command.
+		opt.ContextTimeoutEnabled = true
+		// RESP2: the sink uses no push notifications, and under RESP3 the
+		// client peeks at the socket for them before commands.
+		opt.Protocol = 2
+		opt.Dialer = dialer(opt)
+		return redis.NewClient(opt), nil
+	case ModeCluster:
+		opt, err := redis.ParseClusterURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis cluster URL: %w", err)
+		}
+		if opt.TLSConfig, err = withFiles(opt.TLSConfig, cfg.TLS); err != nil {
+			return nil, err
+		}
+		if opt.TLSConfig != nil {
+			// Each node is verified under its own name.
+			opt.TLSConfig.ServerName = ""
+		}
+		opt.MaxRetries = -1
+		opt.ContextTimeoutEnabled = true
+		opt.Protocol = 2
+		opt.Dialer = dialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout})
+		return redis.NewClusterClient(opt), nil
+	case ModeSentinel:
+		opt, err := redis.ParseFailoverURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis sentinel URL: %w", err)
+		}
+		if opt.MasterName == "" {
+			return nil, errors.New("redis sentinel URL: no master_name")
+		}
+		if opt.TLSConfig, err = withFiles(opt.TLSConfig, cfg.TLS); err != nil {
+			return nil, err
+		}
+		if opt.TLSConfig != nil {
+			opt.TLSConfig.ServerName = ""
+		}
+		opt.MaxRetries = -1
+		opt.ContextTimeoutEnabled = true
+		opt.Protocol = 2
+		opt.Dialer = dialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout})
+		return redis.NewFailoverClient(opt), nil
+	}
+	return nil, fmt.Errorf("redis mode %q: not one of standalone, cluster, sentinel", cfg.Mode)
+}
+
+// withFiles adds the CA and the client certificate to the TLS config a
+// rediss:// URL produced. Files without a rediss:// URL are an error: the
+// connection would not use them.
+func withFiles(base *tls.Config, f TLSFiles) (*tls.Config, error) {
+	if f == (TLSFiles{}) {
+		return base, nil
+	}
+	if base == nil {
+		return nil, errors.New("redis TLS files are set but the URL is not rediss://")
+	}
+	cfg := base.Clone()
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, fmt.Errorf("redis TLS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redis TLS CA %s: no PEM certificate in it", f.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		return nil, errors.New("redis TLS: a client certificate needs both the certificate and the key file")
+	}
+	if f.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("redis TLS client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// forEachMaster calls fn with the client of every master: one for a
+// standalone server or a Sentinel group, each shard's in a Cluster (in
+// parallel).
+func (r *Redis) forEachMaster(ctx context.Context, fn func(ctx context.Context, c *redis.Client) error) error {
+	switch c := r.client.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, fn)
+	case *redis.Client:
+		return fn(ctx, c)
+	}
+	return fmt.Errorf("redis client %T: unknown shape", r.client)
+}
