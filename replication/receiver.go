@@ -154,6 +154,10 @@ func (r *receiver[T]) idle() bool {
 
 func (r *receiver[T]) sendStatus(replyRequested bool) error {
 	flush := r.s.Acked()
+	if r.s.cfg.Confirmable != nil {
+		// Never below what was confirmed already: the server ignores it.
+		flush = max(min(flush, r.s.cfg.Confirmable(flush)), r.sentFlush)
+	}
 	if flush == 0 {
 		return errors.New("refusing to send a zero flush position")
 	}

@@ -53,6 +53,11 @@ type Config[T Tx[T]] struct {
 	// nil. It lets the caller record what it confirmed where it can later
 	// tell a gap from its own progress.
 	BeforeConfirm func(ctx context.Context, lsn pglogrepl.LSN) error
+	// Confirmable, when set, caps a position about to be confirmed: it
+	// returns the highest position at or below lsn that the sinks hold
+	// durably (work they finish beside the ordered path, such as pattern
+	// invalidations, holds it back).
+	Confirmable func(lsn pglogrepl.LSN) pglogrepl.LSN
 
 	// StatusInterval bounds the time between two standby status updates.
 	// Default 10s.

@@ -1,6 +1,8 @@
 package sinks
 
 import (
+	"time"
+
 	"github.com/cdcd/cdcd/rules"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,6 +17,12 @@ type Metrics struct {
 	missingCols   *prometheus.CounterVec
 	commitToInval prometheus.Histogram
 	batchSize     prometheus.Histogram
+	patternTime   prometheus.Histogram
+	patternWait   prometheus.Histogram
+
+	// backlog reports the pending pattern jobs and the oldest one's age;
+	// set by the Redis sink.
+	backlog func() (int, time.Duration)
 }
 
 // NewMetrics builds the sinks' metrics and registers them with reg (nil:
@@ -56,8 +64,39 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
 	}
+	m.patternTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "cdcd_pattern_seconds",
+		Help:    "Time one pattern job took to set its revision patterns and delete its key patterns (SCAN + UNLINK on every master).",
+		Buckets: prometheus.ExponentialBuckets(.001, 4, 10),
+	})
+	m.patternWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "cdcd_pattern_wait_seconds",
+		Help:    "Time a pattern job waited for a worker.",
+		Buckets: prometheus.ExponentialBuckets(.001, 4, 10),
+	})
+	backlog := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cdcd_pattern_backlog",
+		Help: "Pattern jobs queued or running. The confirmed position waits for the oldest.",
+	}, func() float64 {
+		if m.backlog == nil {
+			return 0
+		}
+		n, _ := m.backlog()
+		return float64(n)
+	})
+	oldest := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cdcd_pattern_oldest_seconds",
+		Help: "Age of the oldest pending pattern job: how far pattern work trails the stream.",
+	}, func() float64 {
+		if m.backlog == nil {
+			return 0
+		}
+		_, age := m.backlog()
+		return age.Seconds()
+	})
 	if reg != nil {
-		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.missingCols, m.commitToInval, m.batchSize)
+		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.missingCols, m.commitToInval, m.batchSize,
+			m.patternTime, m.patternWait, backlog, oldest)
 	}
 	return m
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"log/slog"
 	"net"
 	"sync"
@@ -51,6 +52,9 @@ type RedisConfig struct {
 	// (WAIT), within WaitTimeout (default 1s).
 	WaitReplicas int
 	WaitTimeout  time.Duration
+	// PatternWorkers is how many pattern jobs run at once (default 2), and
+	// PatternQueue how many may be pending before Apply waits (default 64).
+	PatternWorkers, PatternQueue int
 	// ShardedPubSub publishes channel messages with SPUBLISH (Redis 7):
 	// in a Cluster they stay in the channel's shard instead of reaching
 	// every node.
@@ -77,6 +81,8 @@ type Redis struct {
 	// marks holds, by marker key, the position last written there (see
 	// marks.go). Only the goroutine that confirms positions uses it.
 	marks map[string]string
+
+	patterns *patternRunner
 }
 
 // NewRedis returns a Redis sink. It does not connect until used.
@@ -104,8 +110,19 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.PatternWorkers <= 0 {
+		cfg.PatternWorkers = 2
+	}
+	if cfg.PatternQueue <= 0 {
+		cfg.PatternQueue = 64
+	}
 	_, cluster := client.(*redis.ClusterClient)
-	return &Redis{cfg: cfg, client: client, cluster: cluster, log: log, m: m, marks: map[string]string{}}, nil
+	r := &Redis{cfg: cfg, client: client, cluster: cluster, log: log, m: m, marks: map[string]string{}}
+	r.patterns = newPatternRunner(r, cfg.PatternWorkers, cfg.PatternQueue)
+	if m != nil {
+		m.backlog = r.patterns.backlog
+	}
+	return r, nil
 }
 
 // dialer dials with go-redis's own dialer, puts the connection's reads and
@@ -138,6 +155,17 @@ func dialer(opt *redis.Options) func(ctx context.Context, network, addr string) 
 		return tc, nil
 	}
 }
+
+// Run runs the pattern workers until ctx is done.
+func (r *Redis) Run(ctx context.Context) { r.patterns.Run(ctx) }
+
+// Confirmable returns the highest position at or below lsn that may be
+// confirmed: pattern work still pending holds it back.
+func (r *Redis) Confirmable(lsn pglogrepl.LSN) pglogrepl.LSN { return r.patterns.confirmable(lsn) }
+
+// PatternBacklog returns how many pattern jobs are pending and how long the
+// oldest has been.
+func (r *Redis) PatternBacklog() (int, time.Duration) { return r.patterns.backlog() }
 
 // Ping reports whether Redis answers.
 func (r *Redis) Ping(ctx context.Context) error { return r.client.Ping(ctx).Err() }
@@ -174,30 +202,27 @@ func (r *Redis) Apply(ctx context.Context, plans []*rules.Plan) error {
 	}
 }
 
-// apply applies plans in three steps, in this order: every revision the
-// plans move; then the key patterns (SCAN + UNLINK); then the exact keys
-// and the channel messages. A covering revision moves before the keys it
-// covers are deleted: a reader that read the revision, then the database
-// before the commit, cannot then store its stale value under the revision
-// it read (docs/consistency.md). Without patterns the steps share one
-// pipeline, whose commands Redis runs in order.
+// apply applies plans: first every exact revision the plans move, then
+// their exact keys and channel messages, in one pipeline whose commands
+// Redis runs in order; a covering revision thus moves before the keys it
+// covers are deleted, so a reader that read the revision, then the
+// database before the commit, cannot store its stale value under the
+// revision it read (docs/consistency.md). Key patterns and revision
+// patterns go to the pattern workers (see patterns.go), which hold the
+// confirmed position until they are done.
 func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
+	job, skip := splitPatterns(plans)
 	pipe := r.client.Pipeline()
-	if err := r.queueRevisions(ctx, pipe, plans); err != nil {
-		return err
-	}
+	r.queueRevisions(ctx, pipe, plans)
 	// In a Cluster a revision and the keys it covers may live on different
 	// masters, whose pipelines run side by side: the revisions are
 	// acknowledged before any key is deleted.
-	if hasPatterns(plans) || r.cluster {
+	if r.cluster {
 		if err := exec(ctx, pipe); err != nil {
 			return err
 		}
-		if err := r.unlinkPatterns(ctx, plans); err != nil {
-			return err
-		}
 	}
-	r.queueUnlinks(ctx, pipe, plans)
+	r.queueUnlinks(ctx, pipe, plans, skip)
 	for _, p := range plans {
 		for _, m := range p.Messages {
 			if r.cfg.ShardedPubSub {
@@ -207,14 +232,51 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 			}
 		}
 	}
-	return exec(ctx, pipe)
+	if err := exec(ctx, pipe); err != nil {
+		return err
+	}
+	if job != nil {
+		return r.patterns.add(ctx, job)
+	}
+	return nil
+}
+
+// queueRevisions queues the plans' exact revisions on pipe. Revisions only
+// move forward, so a batch sets each to the last LSN that names it.
+func (r *Redis) queueRevisions(ctx context.Context, pipe redis.Pipeliner, plans []*rules.Plan) {
+	revs := make(map[string]string)
+	var order []string
+	for _, p := range plans {
+		for _, rev := range p.Revisions {
+			if rev.IsPattern {
+				continue
+			}
+			if _, ok := revs[rev.Key]; !ok {
+				order = append(order, rev.Key)
+			}
+			revs[rev.Key] = p.CommitLSN.String()
+		}
+	}
+	// A gap's plan, applied alone, sets revisions even backwards: the
+	// server, and with it the LSN sequence, may have changed.
+	reset := len(plans) == 1 && plans[0].Gap
+	for _, k := range order {
+		if reset {
+			pipe.Set(ctx, k, revs[k], 0)
+		} else {
+			setRevision.Eval(ctx, pipe, []string{k}, revs[k])
+		}
+	}
 }
 
 // queueUnlinks queues an UNLINK of every distinct key of the plans.
-func (r *Redis) queueUnlinks(ctx context.Context, pipe redis.Pipeliner, plans []*rules.Plan) {
+func (r *Redis) queueUnlinks(ctx context.Context, pipe redis.Pipeliner, plans []*rules.Plan, skip []bool) {
 	var keys []string
 	unique := make(map[string]struct{})
-	for _, p := range plans {
+	for i, p := range plans {
+		if skip != nil && skip[i] {
+			continue // the pattern job deletes them, after their revisions
+		}
 		for _, k := range p.Keys {
 			if _, dup := unique[k.Key]; !dup {
 				unique[k.Key] = struct{}{}
@@ -257,75 +319,6 @@ func (r *Redis) queueUnlinkKeys(ctx context.Context, pipe redis.Pipeliner, keys 
 			pipe.Unlink(ctx, b...)
 		}
 	}
-}
-
-func hasPatterns(plans []*rules.Plan) bool {
-	for _, p := range plans {
-		if len(p.Patterns) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// queueRevisions queues the plans' revisions on pipe. Revisions only move
-// forward, so a batch sets each to the last LSN that names it, and scans a
-// revision pattern once.
-func (r *Redis) queueRevisions(ctx context.Context, pipe redis.Pipeliner, plans []*rules.Plan) error {
-	revs := make(map[rules.Revision]string)
-	var order []rules.Revision
-	for _, p := range plans {
-		for _, rev := range p.Revisions {
-			if _, ok := revs[rev]; !ok {
-				order = append(order, rev)
-			}
-			revs[rev] = p.CommitLSN.String()
-		}
-	}
-	// A gap's plan, applied alone, sets revisions even backwards: the
-	// server, and with it the LSN sequence, may have changed.
-	reset := len(plans) == 1 && plans[0].Gap
-	set := func(key, lsn string) {
-		if reset {
-			pipe.Set(ctx, key, lsn, 0)
-		} else {
-			setRevision.Eval(ctx, pipe, []string{key}, lsn)
-		}
-	}
-	for _, rev := range order {
-		if !rev.IsPattern {
-			set(rev.Key, revs[rev])
-			continue
-		}
-		err := r.scanEach(ctx, rev.Key, func(keys []string) error {
-			for _, k := range keys {
-				set(k, revs[rev])
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("scan revision keys %q: %w", rev.Key, err)
-		}
-	}
-	return nil
-}
-
-// unlinkPatterns deletes every key matching the plans' patterns, each
-// pattern once.
-func (r *Redis) unlinkPatterns(ctx context.Context, plans []*rules.Plan) error {
-	seen := make(map[string]bool)
-	for _, p := range plans {
-		for _, pt := range p.Patterns {
-			if seen[pt.Pattern] {
-				continue
-			}
-			seen[pt.Pattern] = true
-			if err := r.unlinkMatching(ctx, pt.Pattern); err != nil {
-				return fmt.Errorf("invalidate pattern %q of section %s: %w", pt.Pattern, pt.Section, err)
-			}
-		}
-	}
-	return nil
 }
 
 // exec runs the commands queued on pipe, if any, and returns the first

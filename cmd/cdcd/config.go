@@ -30,12 +30,16 @@ type Config struct {
 	RedisWait        int           `envconfig:"REDIS_WAIT_REPLICAS" default:"0"`
 	RedisWaitTimeout time.Duration `envconfig:"REDIS_WAIT_TIMEOUT" default:"1s"`
 	RedisSPublish    bool          `envconfig:"REDIS_SHARDED_PUBSUB" default:"false"`
-	RulesFile        string        `envconfig:"RULES_FILE" default:"rules.json"`
-	Slot             string        `envconfig:"SLOT" default:"cdcd"`
-	Publication      string        `envconfig:"PUBLICATION" default:"cdcd"`
-	HTTPAddr         string        `envconfig:"HTTP_ADDR" default:":9380"`
-	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat        string        `envconfig:"LOG_FORMAT" default:"json"`
+
+	PatternWorkers  int           `envconfig:"PATTERN_WORKERS" default:"2"`
+	PatternQueue    int           `envconfig:"PATTERN_QUEUE" default:"64"`
+	PatternLagLimit time.Duration `envconfig:"PATTERN_LAG_LIMIT" default:"5m"`
+	RulesFile       string        `envconfig:"RULES_FILE" default:"rules.json"`
+	Slot            string        `envconfig:"SLOT" default:"cdcd"`
+	Publication     string        `envconfig:"PUBLICATION" default:"cdcd"`
+	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":9380"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat       string        `envconfig:"LOG_FORMAT" default:"json"`
 
 	StatusInterval time.Duration `envconfig:"STATUS_INTERVAL" default:"10s"`
 	// SilenceTimeout: 0 derives it from the server's wal_sender_timeout.
@@ -117,6 +121,15 @@ func (c *Config) validate() error {
 	}
 	if c.SilenceTimeout < 0 {
 		bad("REPLICATION_SILENCE_TIMEOUT", "%s must be 0 (derived from the server's wal_sender_timeout) or positive", c.SilenceTimeout)
+	}
+	if c.PatternWorkers < 1 {
+		bad("PATTERN_WORKERS", "%d must be at least 1", c.PatternWorkers)
+	}
+	if c.PatternQueue < 1 {
+		bad("PATTERN_QUEUE", "%d must be at least 1", c.PatternQueue)
+	}
+	if c.PatternLagLimit <= 0 {
+		bad("PATTERN_LAG_LIMIT", "%s must be positive", c.PatternLagLimit)
 	}
 	if c.LagWarnBytes < 1 {
 		bad("LAG_WARN_BYTES", "%d must be positive", c.LagWarnBytes)

@@ -126,6 +126,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		URL: cfg.RedisURL, Mode: cfg.RedisMode,
 		TLS:          sinks.TLSFiles{CA: cfg.RedisTLSCAFile, Cert: cfg.RedisTLSCertFile, Key: cfg.RedisTLSKeyFile},
 		WaitReplicas: cfg.RedisWait, WaitTimeout: cfg.RedisWaitTimeout, ShardedPubSub: cfg.RedisSPublish,
+		PatternWorkers: cfg.PatternWorkers, PatternQueue: cfg.PatternQueue,
 		Logger: log,
 	}, m)
 	if err != nil {
@@ -154,6 +155,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		},
 		OnStart:         d.onStart,
 		BeforeConfirm:   d.beforeConfirm,
+		Confirmable:     redisSink.Confirmable,
 		StatusInterval:  cfg.StatusInterval,
 		SilenceTimeout:  cfg.SilenceTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
@@ -197,6 +199,7 @@ func (d *daemon) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return d.serve(gctx, srv) })
+	g.Go(func() error { d.redis.Run(gctx); return nil })
 	g.Go(func() error { d.reloadOnHangup(gctx); return nil })
 	g.Go(func() error { d.watchRulesFile(gctx, d.cfg.RulesPoll); return nil })
 	g.Go(func() error { d.verify.run(gctx); return nil })

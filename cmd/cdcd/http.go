@@ -78,6 +78,10 @@ func (d *daemon) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := d.redis.Ping(ctx); err != nil {
 		problems = append(problems, "redis: "+err.Error())
 	}
+	if n, age := d.redis.PatternBacklog(); n > 0 && age > d.cfg.PatternLagLimit {
+		problems = append(problems, fmt.Sprintf("pattern invalidations: %d pending, the oldest for %s (over CDCD_PATTERN_LAG_LIMIT %s): the confirmed position waits for it",
+			n, age.Round(time.Second), d.cfg.PatternLagLimit))
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	// Unverifiable invariants are reported, but do not stop invalidation.
 	warnings := d.verify.problems()
