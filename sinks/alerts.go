@@ -97,8 +97,7 @@ func (a *Alerts) Report(ctx context.Context, plans []*rules.Plan) {
 			for _, c := range v.Required {
 				required = append(required, slog.Group(c.Column, "old", abbreviate(c.Old), "new", abbreviate(c.New)))
 			}
-			a.log.Log(ctx, severityLevel(v.Severity), "invariant violated: "+v.Message,
-				"invariant", v.Invariant,
+			attrs := []any{"invariant", v.Invariant,
 				"severity", v.Severity,
 				"table", v.Table,
 				slog.Group("primary_key", pk...),
@@ -107,7 +106,13 @@ func (a *Alerts) Report(ctx context.Context, plans []*rules.Plan) {
 				"lsn", v.LSN,
 				"xid", v.Xid,
 				"commit_time", v.CommitTime,
-			)
+			}
+			if p.Inexact {
+				// A rolled-back subtransaction's changes could not be told
+				// apart from the rest: the violation may be one of them.
+				attrs = append(attrs, "may_be_rolled_back", true)
+			}
+			a.log.Log(ctx, severityLevel(v.Severity), "invariant violated: "+v.Message, attrs...)
 		}
 	}
 }
