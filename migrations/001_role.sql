@@ -4,6 +4,8 @@
 -- decodes the publication's tables inside the walsender, so the role needs no
 -- SELECT on them, and the publication is created by its owner in 004. Set the
 -- password out of band:  ALTER ROLE cdcd PASSWORD '...';
+-- RDS and Aurora do not allow the REPLICATION attribute: grant rds_replication
+-- instead (docs/deploy.md, "The Postgres role", covers managed services).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cdcd') THEN

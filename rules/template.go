@@ -56,7 +56,7 @@ func ParseTemplate(text string) (*Template, error) {
 	t.parts = append(t.parts, lit.String())
 	var p strings.Builder
 	for i, part := range t.parts {
-		p.WriteString(globEscape(part))
+		p.WriteString(GlobEscape(part))
 		if i < len(t.columns) {
 			p.WriteByte('*')
 		}
@@ -104,8 +104,10 @@ func (t *Template) Pattern() string { return t.pattern }
 // String returns the template's text.
 func (t *Template) String() string { return t.Text }
 
-// globEscape escapes the characters Redis glob patterns treat specially.
-func globEscape(s string) string {
+// GlobEscape escapes the characters Redis glob patterns treat specially, so
+// that the pattern matches s alone. SCAN MATCH, ACL key (~) and channel (&)
+// patterns share this syntax.
+func GlobEscape(s string) string {
 	if !strings.ContainsAny(s, `*?[]\`) {
 		return s
 	}

@@ -2,14 +2,10 @@ package main
 
 import (
 	"bytes"
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // Explain golden tests over the repository's rules.json.
 func TestRulesExplainGolden(t *testing.T) {
@@ -42,19 +38,7 @@ func TestRulesExplainGolden(t *testing.T) {
 			if code := rulesExplain(args, &out, &errOut); code != exitOK {
 				t.Fatalf("exit %d: %s", code, errOut.String())
 			}
-			golden := filepath.Join("testdata", "explain", c.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if out.String() != string(want) {
-				t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
-			}
+			checkGolden(t, filepath.Join("testdata", "explain", c.name+".golden"), out.Bytes())
 		})
 	}
 }

@@ -33,6 +33,8 @@ const usage = `usage:
                                   what a change would invalidate, without touching anything
   cdcd rules explain [FILE] --peek [--slot S] [--limit N]
                                   the same for the transactions waiting in a slot
+  cdcd rules acl [FILE] [--user NAME] [--mode standalone|cluster|sentinel]
+                                  the Redis ACL SETUSER line granting what cdcd needs (append >password)
   cdcd healthcheck [--ready]      probe a running daemon's /healthz (or /readyz); exit 0 when healthy
   cdcd version                    print the version
 `

@@ -15,7 +15,7 @@ import (
 
 func runRules(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "cdcd rules: missing subcommand (check, explain)\n", usage)
+		fmt.Fprint(stderr, "cdcd rules: missing subcommand (check, explain, acl)\n", usage)
 		return exitUsage
 	}
 	switch args[0] {
@@ -23,6 +23,8 @@ func runRules(args []string, stdout, stderr io.Writer) int {
 		return rulesCheck(args[1:], stdout, stderr)
 	case "explain":
 		return rulesExplain(args[1:], stdout, stderr)
+	case "acl":
+		return rulesACL(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "cdcd rules: unknown subcommand %q\n%s", args[0], usage)
 		return exitUsage
