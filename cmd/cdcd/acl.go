@@ -39,6 +39,8 @@ var aclCommands = []string{
 	// The slot's recorded state: read with HGETALL and EXISTS, compared and
 	// moved with HMGET, HGET and HSET in scripts.
 	"+hgetall", "+exists", "+hmget", "+hget", "+hset",
+	// CDCD_REDIS_WAIT_REPLICAS: WAIT after the markers, on their connection.
+	"+wait",
 }
 
 // aclModeCommands are what each Redis mode adds to aclCommands.
@@ -51,11 +53,11 @@ var aclModeCommands = map[string][]string{
 	// check after a failover; SPUBLISH sends sharded channel messages;
 	// WAIT and INFO (replication) confirm and check what replicas hold.
 	"cluster": {"+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command", "+asking", "+readonly",
-		"+spublish", "+wait", "+info"},
+		"+spublish", "+info"},
 	// Sentinel itself is asked by go-redis on the Sentinel instances, under
 	// their own users. On the data nodes: WAIT for replicas, and INFO
 	// (replication) to tell a failover that lost writes.
-	"sentinel": {"+wait", "+info"},
+	"sentinel": {"+info"},
 }
 
 // aclModes are the modes in the order usage lists them.

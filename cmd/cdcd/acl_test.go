@@ -76,12 +76,12 @@ func TestACLSetUserCommandsByMode(t *testing.T) {
 		}
 		return slices.Contains(args, cmd)
 	}
-	for _, c := range []string{"+unlink", "+scan", "+eval", "+evalsha", "+publish", "+hset", "+ping"} {
+	for _, c := range []string{"+unlink", "+scan", "+eval", "+evalsha", "+publish", "+hset", "+ping", "+wait"} {
 		if !has("standalone", c) {
 			t.Errorf("standalone lacks %s", c)
 		}
 	}
-	for _, c := range []string{"+config|get", "+config", "+keys", "+flushall", "+wait", "+info", "+cluster|slots", "+client|setinfo"} {
+	for _, c := range []string{"+config|get", "+config", "+keys", "+flushall", "+info", "+cluster|slots", "+client|setinfo"} {
 		if has("standalone", c) {
 			t.Errorf("standalone grants %s", c)
 		}
