@@ -1,0 +1,270 @@
+package rules
+
+import (
+	"slices"
+
+	"github.com/cdcd/cdcd/replication"
+)
+
+// Builder accumulates one transaction's plan as its changes arrive. It keeps
+// keys, not rows. It implements replication.Tx. Not safe for concurrent use.
+type Builder struct {
+	rules *Rules
+	xid   uint32
+
+	lastRel  *replication.Relation
+	lastBind *binding
+
+	touched    smallSet[sectionState, string] // sections invalidated, in first-touch order
+	keys       smallSet[Key, keyID]
+	pats       smallSet[Pattern, patternID]
+	revs       smallSet[Revision, revisionID]
+	violations []Violation
+	missing    []MissingColumn
+	rows       map[string]*rowState // invariant + row key -> state
+	rowOrder   []*rowState
+	changes    int
+
+	plan Plan
+	buf  []byte
+	vals [][]byte
+	// Inline storage for the first few of each, enough for most
+	// transactions: a slice starts on them when it gets its first element.
+	bufArr     [96]byte
+	valsArr    [4][]byte
+	keysArr    [2]Key
+	revsArr    [1]Revision
+	touchedArr [2]sectionState
+	msgsArr    [1]Message
+}
+
+// sectionState is what a Builder holds of one section it invalidated.
+type sectionState struct {
+	sec                     *section
+	keys, revs              int  // exact keys and exact revision keys collected
+	escalated, revEscalated bool // past the key limit: patterns instead
+}
+
+func (s sectionState) id() string { return s.sec.name }
+
+var _ replication.Tx = (*Builder)(nil)
+
+// Begin starts the plan of a transaction under these rules. All of the
+// transaction is evaluated under the rules it began with.
+func (rs *Rules) Begin(b replication.Begin) *Builder {
+	bd := &Builder{rules: rs, xid: b.Xid}
+	bd.buf, bd.vals = bd.bufArr[:0], bd.valsArr[:0]
+	return bd
+}
+
+// Add evaluates one change.
+func (b *Builder) Add(c *replication.Change) {
+	b.changes++
+	bind := b.lastBind
+	if c.Rel != b.lastRel {
+		bind = b.rules.bind(c.Rel)
+		b.lastRel, b.lastBind = c.Rel, bind
+		for _, m := range bind.missing {
+			if !slices.Contains(b.missing, m) {
+				b.missing = append(b.missing, m)
+			}
+		}
+	}
+	if len(bind.rules) == 0 && len(bind.invariants) == 0 {
+		return
+	}
+	for i := range bind.rules {
+		r := &bind.rules[i]
+		if !r.ops[c.Op] || !r.matches(c) {
+			continue
+		}
+		for _, s := range r.sections {
+			b.invalidate(s, r.name, c, bind)
+		}
+	}
+	for i := range bind.invariants {
+		inv := &bind.invariants[i]
+		switch c.Op {
+		case replication.OpUpdate:
+			b.track(inv, c, bind)
+		case replication.OpInsert:
+			b.forget(inv, c, c.NewValue)
+		case replication.OpDelete:
+			b.forget(inv, c, c.OldValue)
+		case replication.OpTruncate:
+			for _, st := range b.rowOrder {
+				if st.inv == inv {
+					st.skip = true
+				}
+			}
+		}
+	}
+}
+
+// matches applies the column filter: an UPDATE matches when a listed column
+// changed, or when that cannot be told (no old row) — when in doubt,
+// invalidate.
+func (r *boundRule) matches(c *replication.Change) bool {
+	if c.Op != replication.OpUpdate || len(r.columns) == 0 {
+		return true
+	}
+	for _, i := range r.columns {
+		if i < 0 {
+			return true
+		}
+		if changed, known := c.Changed(i); changed || !known {
+			return true
+		}
+	}
+	return false
+}
+
+// touch returns the state of section s, which the transaction invalidates.
+// The pointer is valid until the next touch.
+func (b *Builder) touch(s *section) *sectionState {
+	i := b.touched.find(s.name)
+	if i < 0 {
+		if b.touched.items == nil {
+			b.touched.items = b.touchedArr[:0]
+		}
+		i = b.touched.insert(sectionState{sec: s})
+	}
+	return &b.touched.items[i]
+}
+
+func (b *Builder) invalidate(s *section, by string, c *replication.Change, bind *binding) {
+	st := b.touch(s)
+	for _, t := range s.keys {
+		b.resolve(t, bind.templates[t], st, by, c, false)
+	}
+	if s.revision != nil {
+		b.resolve(s.revision, bind.templates[s.revision], st, by, c, true)
+	}
+}
+
+// resolve turns one template into exact keys from the rows the change
+// carries, or into the template's pattern when a value is unknown.
+func (b *Builder) resolve(t *Template, cols []int, s *sectionState, by string, c *replication.Change, revision bool) {
+	if t.IsLiteral() {
+		b.add(t.Literal(), s, by, FromLiteral, revision)
+		return
+	}
+	if c.Op == replication.OpTruncate {
+		b.pattern(t, s, by, ReasonTruncate, revision)
+		return
+	}
+	for _, i := range cols {
+		if i < 0 {
+			b.pattern(t, s, by, ReasonMissingColumn, revision)
+			return
+		}
+	}
+	useNew := c.Op == replication.OpInsert || c.Op == replication.OpUpdate
+	useOld := c.Op == replication.OpDelete || c.Op == replication.OpUpdate
+	var newKey string
+	if useNew {
+		key, ok := b.render(t, cols, c.NewValue)
+		if !ok {
+			b.pattern(t, s, by, ReasonValueUnknown, revision)
+			return
+		}
+		newKey = key
+		b.add(key, s, by, FromNew, revision)
+	}
+	if useOld {
+		if useNew && b.unchanged(cols, c) {
+			return // the old key is the new key
+		}
+		key, ok := b.render(t, cols, c.OldValue)
+		if !ok {
+			b.pattern(t, s, by, ReasonOldRowUnknown, revision)
+			return
+		}
+		if key != newKey {
+			b.add(key, s, by, FromOld, revision)
+		}
+	}
+}
+
+// unchanged reports whether every column is known not to have changed.
+func (b *Builder) unchanged(cols []int, c *replication.Change) bool {
+	for _, i := range cols {
+		if changed, known := c.Changed(i); changed || !known {
+			return false
+		}
+	}
+	return true
+}
+
+// render renders t with values from get, into a fresh string.
+func (b *Builder) render(t *Template, cols []int, get func(int) (replication.Value, bool)) (string, bool) {
+	b.vals = b.vals[:0]
+	for _, i := range cols {
+		v, ok := get(i)
+		if !ok {
+			return "", false
+		}
+		// NULL renders as the empty string.
+		b.vals = append(b.vals, v.Data)
+	}
+	b.buf = t.Render(b.buf[:0], b.vals)
+	return string(b.buf), true
+}
+
+// Plan finishes the transaction's plan. The Builder must not be used after.
+func (b *Builder) Plan(c replication.Commit) *Plan {
+	b.finishInvariants()
+	p := &b.plan
+	*p = Plan{
+		Xid:            b.xid,
+		CommitLSN:      c.CommitLSN,
+		EndLSN:         c.EndLSN,
+		CommitTime:     c.CommitTime,
+		Changes:        b.changes,
+		Keys:           b.keys.items,
+		Patterns:       b.pats.items,
+		Revisions:      b.revs.items,
+		Violations:     b.violations,
+		MissingColumns: b.missing,
+	}
+	if len(p.Violations) > 0 {
+		lsn := c.CommitLSN.String()
+		for i := range p.Violations {
+			p.Violations[i].LSN = lsn
+			p.Violations[i].CommitTime = c.CommitTime
+		}
+	}
+	var payloads []byte
+	for i := range b.touched.items {
+		s := b.touched.items[i].sec
+		if s.channel == "" {
+			continue
+		}
+		if payloads == nil {
+			payloads = make([]byte, 0, b.payloadSize())
+			p.Messages = b.msgsArr[:0]
+		}
+		start := len(payloads)
+		payloads = appendChannelMessage(payloads, s.name, p, c)
+		p.Messages = append(p.Messages, Message{Channel: s.channel, Section: s.name, Payload: payloads[start:len(payloads):len(payloads)]})
+	}
+	return p
+}
+
+// payloadSize is about the size of the transaction's channel messages, so
+// that they are written into one buffer.
+func (b *Builder) payloadSize() int {
+	n := 0
+	for i := range b.touched.items {
+		if s := b.touched.items[i].sec; s.channel != "" {
+			n += 100 + len(s.name)
+		}
+	}
+	for i := range b.keys.items {
+		n += len(b.keys.items[i].Key) + 3
+	}
+	for i := range b.pats.items {
+		n += len(b.pats.items[i].Pattern) + 16
+	}
+	return n
+}

@@ -1,0 +1,111 @@
+package rules
+
+import (
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Reasons a section is invalidated by pattern rather than by exact keys.
+// They label cdcd_pattern_invalidations_total.
+const (
+	ReasonTruncate      = "truncate"        // a truncate names no rows
+	ReasonOldRowUnknown = "old_row_unknown" // UPDATE/DELETE without the old value (replica identity)
+	ReasonValueUnknown  = "value_unknown"   // unchanged TOAST value with no old row to read it from
+	ReasonMissingColumn = "missing_column"  // the relation has no such column
+	ReasonEscalated     = "escalated"       // too many distinct keys in one transaction
+	ReasonGap           = "gap"             // cdcd cannot prove it saw every change
+)
+
+// DefaultMaxTxKeys is how many distinct keys of one section a transaction
+// collects before the section escalates to its pattern.
+const DefaultMaxTxKeys = 100_000
+
+// Row sources of an exact key.
+const (
+	FromNew     = "new"
+	FromOld     = "old"
+	FromLiteral = "literal"
+)
+
+// Key is one exact key to delete.
+type Key struct {
+	Key     string `json:"key"`
+	Section string `json:"section"`
+	Rule    string `json:"rule"` // the rule or invariant that produced it first
+	From    string `json:"from"` // FromNew, FromOld or FromLiteral
+}
+
+// Pattern is a section's key pattern to delete with SCAN + UNLINK.
+type Pattern struct {
+	Pattern string `json:"pattern"`
+	Section string `json:"section"`
+	Rule    string `json:"rule"`
+	Reason  string `json:"reason"`
+}
+
+// Revision is a revision key set to the commit LSN. With IsPattern, Key is a
+// SCAN pattern and every existing key matching it is set.
+type Revision struct {
+	Key       string `json:"key"`
+	Section   string `json:"section"`
+	IsPattern bool   `json:"is_pattern,omitempty"`
+}
+
+// Message is one channel message.
+type Message struct {
+	Channel string
+	Section string
+	Payload []byte
+}
+
+// ColumnValue is a column's text value; Null marks SQL NULL.
+type ColumnValue struct {
+	Column string  `json:"column"`
+	Value  *string `json:"value"`
+}
+
+// ColumnChange is a column's value before and after an update.
+type ColumnChange struct {
+	Column string  `json:"column"`
+	Old    *string `json:"old"`
+	New    *string `json:"new"`
+}
+
+// Violation is a broken invariant.
+type Violation struct {
+	Invariant  string         `json:"invariant"`
+	Severity   string         `json:"severity"`
+	Message    string         `json:"message"`
+	Table      string         `json:"table"`
+	PrimaryKey []ColumnValue  `json:"primary_key"`
+	Changed    []ColumnChange `json:"changed"`
+	Required   []ColumnChange `json:"required"`
+	LSN        string         `json:"lsn"`
+	Xid        uint32         `json:"xid"`
+	CommitTime time.Time      `json:"commit_time"`
+}
+
+// Plan is what one committed transaction requires of the sinks.
+type Plan struct {
+	Xid        uint32
+	CommitLSN  pglogrepl.LSN
+	EndLSN     pglogrepl.LSN
+	CommitTime time.Time
+	Changes    int
+
+	Keys       []Key
+	Patterns   []Pattern
+	Revisions  []Revision
+	Messages   []Message
+	Violations []Violation
+	// MissingColumns lists the columns the rules name that a changed
+	// table lacks (a schema change the rules did not follow).
+	MissingColumns []MissingColumn
+}
+
+// Empty reports whether the plan asks nothing of any sink.
+func (p *Plan) Empty() bool {
+	return len(p.Keys) == 0 && len(p.Patterns) == 0 && len(p.Revisions) == 0 &&
+		len(p.Messages) == 0 && len(p.Violations) == 0
+}
