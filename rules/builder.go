@@ -40,7 +40,10 @@ type Builder struct {
 
 // sectionState is what a Builder holds of one section it invalidated.
 type sectionState struct {
-	sec                     *section
+	sec *section
+	// others are the section's definitions in other rules, from parts
+	// merged in after a reload, when they name other keys.
+	others                  []*section
 	keys, revs              int  // exact keys and exact revision keys collected
 	escalated, revEscalated bool // past the key limit: patterns instead
 }
@@ -52,9 +55,13 @@ var _ replication.Tx = (*Builder)(nil)
 // Begin starts the plan of a transaction under these rules. All of the
 // transaction is evaluated under the rules it began with.
 func (rs *Rules) Begin(b replication.Begin) *Builder {
-	bd := &Builder{rules: rs, xid: b.Xid}
-	bd.buf, bd.vals = bd.bufArr[:0], bd.valsArr[:0]
-	return bd
+	return rs.begin(b.Xid)
+}
+
+func (rs *Rules) begin(xid uint32) *Builder {
+	b := &Builder{rules: rs, xid: xid}
+	b.buf, b.vals = b.bufArr[:0], b.valsArr[:0]
+	return b
 }
 
 // Add evaluates one change.
@@ -122,6 +129,12 @@ func (r *boundRule) matches(c *replication.Change) bool {
 // touch returns the state of section s, which the transaction invalidates.
 // The pointer is valid until the next touch.
 func (b *Builder) touch(s *section) *sectionState {
+	return &b.touched.items[b.touchAt(s)]
+}
+
+// touchAt touches s and returns the position of its state, which never
+// changes.
+func (b *Builder) touchAt(s *section) int {
 	i := b.touched.find(s.name)
 	if i < 0 {
 		if b.touched.items == nil {
@@ -129,7 +142,7 @@ func (b *Builder) touch(s *section) *sectionState {
 		}
 		i = b.touched.insert(sectionState{sec: s})
 	}
-	return &b.touched.items[i]
+	return i
 }
 
 func (b *Builder) invalidate(s *section, by string, c *replication.Change, bind *binding) {

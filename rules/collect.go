@@ -28,7 +28,7 @@ func (b *Builder) add(key string, s *sectionState, by, from string, revision boo
 	if s.escalated || b.keys.has(keyID{s.sec.name, key}) {
 		return
 	}
-	if s.keys >= b.rules.maxKeys() {
+	if s.keys >= b.rules.opts.maxTxKeys {
 		b.escalate(s, by)
 		return
 	}
@@ -43,7 +43,7 @@ func (b *Builder) addRevision(key string, s *sectionState) {
 	if s.revEscalated || b.revs.has(revisionID{key, false}) {
 		return
 	}
-	if s.revs >= b.rules.maxKeys() {
+	if s.revs >= b.rules.opts.maxTxKeys {
 		b.escalateRevisions(s)
 		return
 	}
@@ -72,8 +72,10 @@ func (b *Builder) escalateRevisions(s *sectionState) {
 	name := s.sec.name
 	b.revs.deleteFunc(func(r Revision) bool { return r.Section == name && !r.IsPattern })
 	s.revs = 0
-	if rev := s.sec.revision; rev != nil && !rev.IsLiteral() {
-		b.addRevisionPattern(rev.Pattern(), s)
+	for _, sec := range s.definitions() {
+		if rev := sec.revision; rev != nil && !rev.IsLiteral() {
+			b.addRevisionPattern(rev.Pattern(), s)
+		}
 	}
 }
 
@@ -89,11 +91,22 @@ func (b *Builder) escalate(s *sectionState, by string) {
 			s.keys++ // the literal keys stay
 		}
 	}
-	for _, t := range s.sec.keys {
-		if !t.IsLiteral() {
-			b.pattern(t, s, by, ReasonEscalated, false)
+	for _, sec := range s.definitions() {
+		for _, t := range sec.keys {
+			if !t.IsLiteral() {
+				b.pattern(t, s, by, ReasonEscalated, false)
+			}
 		}
 	}
+}
+
+// definitions returns the section's definition and any other it had in the
+// rules of parts merged in.
+func (s *sectionState) definitions() []*section {
+	if len(s.others) == 0 {
+		return []*section{s.sec}
+	}
+	return append([]*section{s.sec}, s.others...)
 }
 
 func (b *Builder) pattern(t *Template, s *sectionState, by, reason string, revision bool) {

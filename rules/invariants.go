@@ -23,6 +23,7 @@ type rowState struct {
 	known         bool   // every watched value could be read
 	skip          bool   // inserted or deleted in the transaction
 	firstKey      string // the row's key when the transaction first saw it
+	key           string // the row's key now: where rows holds it
 }
 
 type watched struct {
@@ -47,6 +48,7 @@ func (b *Builder) track(inv *boundInvariant, c *replication.Change, bind *bindin
 	}
 	st.after = b.watch(st, inv, c.NewValue)
 	st.pk = primaryKey(c)
+	st.key = newKey
 	b.rows[newKey] = st
 
 	// An invariant's sections are invalidated as soon as a watched column
@@ -77,7 +79,7 @@ func (b *Builder) forget(inv *boundInvariant, c *replication.Change, get func(in
 	if st := b.rows[key]; st != nil {
 		st.skip = true
 	}
-	st := &rowState{inv: inv, skip: true, firstKey: key}
+	st := &rowState{inv: inv, skip: true, firstKey: key, key: key}
 	b.rowOrder = append(b.rowOrder, st)
 	b.rows[key] = st
 }

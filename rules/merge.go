@@ -2,45 +2,66 @@ package rules
 
 import (
 	"slices"
-
-	"github.com/cdcd/cdcd/replication"
 )
 
-var _ replication.Merger = (*Builder)(nil)
+// Part returns a new, empty Builder for another part of the same
+// transaction (a streamed subtransaction), evaluated under the same rules
+// whatever reloads happen meanwhile. Merge folds it back in.
+func (b *Builder) Part() *Builder {
+	return b.rules.begin(b.xid)
+}
 
-// Merge absorbs later, the plan of a later part of the same transaction
-// (a streamed subtransaction): its keys, patterns and revisions are added,
-// and a row's state before the transaction stays the earlier part's while
-// its state at commit becomes the later part's.
-func (b *Builder) Merge(later replication.Tx) {
-	l, ok := later.(*Builder)
-	if !ok || l == b {
+// Merge absorbs later, a later part of the same transaction: its keys,
+// patterns and revisions are added, and a row's state before the
+// transaction stays the earlier part's while its state at commit becomes
+// the later part's. later must not be used after.
+//
+// A part from Part shares b's rules. One begun under other rules (a reload
+// between parts) is merged by section name; a section b's rules lack, or
+// define differently, keeps the part's own definition, so that what the
+// part collected is deleted as it would have been: nothing is dropped.
+func (b *Builder) Merge(later *Builder) {
+	l := later
+	if l == nil || l == b {
 		return
 	}
 	b.changes += l.changes
-	byName := make(map[string]*section, len(b.rules.sections))
-	for _, s := range b.rules.sections {
-		byName[s.name] = s
-	}
+	// Sections first, in the part's touch order: its messages follow b's.
+	// into maps the part's sections to b's; b's positions never change.
+	into := make([]int, len(l.touched.items))
 	for i := range l.touched.items {
-		ls := &l.touched.items[i]
-		st := b.touch(byName[ls.sec.name])
-		if ls.escalated && !st.escalated {
-			b.escalate(st, "merge")
-		}
-	}
-	for _, k := range l.keys.items {
-		b.add(k.Key, b.touch(byName[k.Section]), k.Rule, k.From, false)
+		into[i] = b.touchFrom(l.touched.items[i].sec)
 	}
 	for _, p := range l.pats.items {
 		b.pats.add(p)
 	}
+	// A section the part escalated is large in this transaction: b's
+	// share of it goes too.
+	for i := range l.touched.items {
+		ls, st := &l.touched.items[i], &b.touched.items[into[i]]
+		if ls.escalated && !st.escalated {
+			b.escalate(st, "merge")
+		}
+		if ls.revEscalated && !st.revEscalated {
+			b.escalateRevisions(st)
+		}
+	}
+	// Keys and revisions come in runs of one section: look each run's up once.
+	last := -1
+	state := func(name string) *sectionState {
+		if last < 0 || l.touched.items[last].sec.name != name {
+			last = l.touched.find(name)
+		}
+		return &b.touched.items[into[last]]
+	}
+	for _, k := range l.keys.items {
+		b.add(k.Key, state(k.Section), k.Rule, k.From, false)
+	}
 	for _, r := range l.revs.items {
-		if !b.revs.has(r.id()) {
-			b.insertRevision(r)
-			if !r.IsPattern {
-				b.touch(byName[r.Section]).revs++
-			}
+		if r.IsPattern {
+			b.addRevisionPattern(r.Key, state(r.Section))
+		} else {
+			b.addRevision(r.Key, state(r.Section))
 		}
 	}
 	for _, m := range l.missing {
@@ -48,23 +69,77 @@ func (b *Builder) Merge(later replication.Tx) {
 			b.missing = append(b.missing, m)
 		}
 	}
+	b.mergeRows(l)
+}
+
+// touchFrom touches b's section of the same name as s, a section of another
+// part, and returns its position in b.touched. When b's rules lack it, s
+// itself is used; when they define it differently, s is remembered so that
+// an escalation also deletes s's patterns, which cover the keys the part
+// rendered from s's templates.
+func (b *Builder) touchFrom(s *section) int {
+	own := b.rules.byName[s.name]
+	if own == nil {
+		own = s
+	}
+	i := b.touchAt(own)
+	st := &b.touched.items[i]
+	if s != st.sec && !sameSection(s, st.sec) && !slices.ContainsFunc(st.others, func(o *section) bool { return sameSection(o, s) }) {
+		st.others = append(st.others, s)
+	}
+	return i
+}
+
+// sameSection reports whether two sections, from two compilations, name the
+// same keys.
+func sameSection(a, b *section) bool {
+	if a.name != b.name || len(a.keys) != len(b.keys) || (a.revision == nil) != (b.revision == nil) {
+		return false
+	}
+	for i := range a.keys {
+		if a.keys[i].Text != b.keys[i].Text {
+			return false
+		}
+	}
+	return a.revision == nil || a.revision.Text == b.revision.Text
+}
+
+// mergeRows carries the invariant row states of l over into b.
+func (b *Builder) mergeRows(l *Builder) {
+	if len(l.rowOrder) == 0 {
+		return
+	}
 	if b.rows == nil {
 		b.rows = make(map[string]*rowState)
 	}
-	for key, st := range l.rows {
+	for _, st := range l.rowOrder {
+		if l.rows[st.key] != st {
+			continue // replaced: the row was inserted or deleted after
+		}
 		prev := b.rows[st.firstKey]
 		if prev == nil {
-			b.rows[key] = st
+			b.rows[st.key] = st
 			b.rowOrder = append(b.rowOrder, st)
 			continue
 		}
 		delete(b.rows, st.firstKey)
+		if !sameInvariant(prev.inv, st.inv) {
+			// The invariant changed between the parts: before and at commit
+			// watch different columns, and cannot be compared.
+			prev.known = false
+		}
 		prev.after = st.after
 		if st.pk != nil {
 			prev.pk = st.pk
 		}
 		prev.known = prev.known && st.known
 		prev.skip = prev.skip || st.skip
-		b.rows[key] = prev
+		prev.key = st.key
+		b.rows[st.key] = prev
 	}
+}
+
+func sameInvariant(a, b *boundInvariant) bool {
+	return a.invariant == b.invariant ||
+		slices.Equal(a.whenChanged, b.whenChanged) && slices.Equal(a.requireChanged, b.requireChanged)
 }

@@ -17,10 +17,6 @@ const (
 	ReasonGap           = "gap"             // cdcd cannot prove it saw every change
 )
 
-// DefaultMaxTxKeys is how many distinct keys of one section a transaction
-// collects before the section escalates to its pattern.
-const DefaultMaxTxKeys = 100_000
-
 // Row sources of an exact key.
 const (
 	FromNew     = "new"

@@ -52,10 +52,7 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	rs, err := rules.Load(cfg.RulesFile)
-	if err == nil {
-		rs.MaxTxKeys = cfg.MaxTxKeys
-	}
+	rs, err := rules.Load(cfg.RulesFile, cfg.ruleOptions()...)
 	if err != nil {
 		// One line per problem, FILE:LINE:COL first, as rules check prints them.
 		for _, line := range splitLines(err.Error()) {
@@ -130,7 +127,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		Slot:        cfg.Slot,
 		Publication: cfg.Publication,
 		Tables:      func() []string { return d.rules.Load().Tables() },
-		Begin:       func(b replication.Begin) replication.Tx { return d.rules.Load().Begin(b) },
+		Begin:       func(b replication.Begin) replication.Tx { return streamedTx{d.rules.Load().Begin(b)} },
 		Apply: func(ctx context.Context, batch []replication.Committed) error {
 			return applier.Apply(ctx, plans(batch))
 		},
@@ -153,7 +150,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 func plans(batch []replication.Committed) []*rules.Plan {
 	out := make([]*rules.Plan, len(batch))
 	for i, c := range batch {
-		out[i] = c.Tx.(*rules.Builder).Plan(c.Commit)
+		out[i] = c.Tx.(streamedTx).Plan(c.Commit)
 	}
 	return out
 }
@@ -212,10 +209,7 @@ func (d *daemon) reload() {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	start := time.Now()
-	rs, err := rules.Load(d.cfg.RulesFile)
-	if err == nil {
-		rs.MaxTxKeys = d.cfg.MaxTxKeys
-	}
+	rs, err := rules.Load(d.cfg.RulesFile, d.cfg.ruleOptions()...)
 	if err != nil {
 		d.reloads.WithLabelValues("error").Inc()
 		d.log.Error("rules reload rejected; keeping the rules in use", "file", d.cfg.RulesFile, "err", err)
