@@ -2,6 +2,7 @@ package rules
 
 import (
 	"slices"
+	"unsafe"
 
 	"github.com/cdcd/cdcd/replication"
 )
@@ -10,10 +11,16 @@ import (
 // keys, not rows. It implements replication.Tx. Not safe for concurrent use.
 type Builder struct {
 	rules *Rules
+	tx    *txState // shared with the transaction's other parts
 	xid   uint32
+	part  int        // position in tx.parts
+	held  int64      // bytes counted in tx.used
+	first *firstPart // the first part's inline storage; nil in the others
 
-	lastRel  *replication.Relation
-	lastBind *binding
+	lastRel   *replication.Relation
+	lastBind  *binding
+	tableRel  *replication.Relation // whose qualified name tableName is
+	tableName string
 
 	touched    smallSet[sectionState, string] // sections invalidated, in first-touch order
 	keys       smallSet[Key, keyID]
@@ -23,19 +30,27 @@ type Builder struct {
 	missing    []MissingColumn
 	rows       map[string]*rowState // invariant + row key -> state
 	rowOrder   []*rowState
+	unchecked  []UncheckedInvariant
 	changes    int
+}
 
-	plan Plan
-	buf  []byte
-	vals [][]byte
-	// Inline storage for the first few of each, enough for most
-	// transactions: a slice starts on them when it gets its first element.
-	bufArr     [96]byte
-	valsArr    [4][]byte
-	keysArr    [2]Key
-	revsArr    [1]Revision
-	touchedArr [2]sectionState
-	msgsArr    [1]Message
+// firstPart is the first part of a transaction, allocated at once with what
+// the transaction shares and inline storage for the first few of each,
+// enough for most transactions: a slice starts on them when it gets its
+// first element. Later parts (Part) are plain Builders.
+type firstPart struct {
+	Builder
+	tx txState
+
+	plan     Plan
+	buf      [96]byte
+	vals     [4][]byte
+	keys     [2]Key
+	revs     [1]Revision
+	touched  [2]sectionState
+	msgs     [1]Message
+	parts    [1]*Builder
+	sections [2]sectionBytes
 }
 
 // sectionState is what a Builder holds of one section it invalidated.
@@ -44,8 +59,10 @@ type sectionState struct {
 	// others are the section's definitions in other rules, from parts
 	// merged in after a reload, when they name other keys.
 	others                  []*section
-	keys, revs              int  // exact keys and exact revision keys collected
-	escalated, revEscalated bool // past the key limit: patterns instead
+	total                   int   // position in tx.secs
+	keys, revs              int   // exact keys and exact revision keys collected
+	keyBytes, revBytes      int64 // what they cost
+	escalated, revEscalated bool  // past a limit: patterns instead
 }
 
 func (s sectionState) id() string { return s.sec.name }
@@ -55,13 +72,24 @@ var _ replication.Tx = (*Builder)(nil)
 // Begin starts the plan of a transaction under these rules. All of the
 // transaction is evaluated under the rules it began with.
 func (rs *Rules) Begin(b replication.Begin) *Builder {
-	return rs.begin(b.Xid)
+	f := &firstPart{}
+	f.Builder = Builder{rules: rs, tx: &f.tx, xid: b.Xid, first: f}
+	f.tx = txState{limit: rs.opts.maxTxBytes, buf: f.buf[:0], vals: f.vals[:0], parts: f.parts[:0]}
+	f.tx.secs.items = f.sections[:0]
+	f.tx.parts = append(f.tx.parts, &f.Builder)
+	f.charge(int64(unsafe.Sizeof(firstPart{})))
+	return &f.Builder
 }
 
-func (rs *Rules) begin(xid uint32) *Builder {
-	b := &Builder{rules: rs, xid: xid}
-	b.buf, b.vals = b.bufArr[:0], b.valsArr[:0]
-	return b
+// Part returns a new, empty Builder for another part of the same
+// transaction (a streamed subtransaction), evaluated under the same rules
+// whatever reloads happen meanwhile, and within the same memory budget.
+// Merge folds it back in.
+func (b *Builder) Part() *Builder {
+	p := &Builder{rules: b.rules, tx: b.tx, xid: b.xid, part: len(b.tx.parts)}
+	b.tx.parts = append(b.tx.parts, p)
+	p.charge(partCost)
+	return p
 }
 
 // Add evaluates one change.
@@ -74,6 +102,7 @@ func (b *Builder) Add(c *replication.Change) {
 		for _, m := range bind.missing {
 			if !slices.Contains(b.missing, m) {
 				b.missing = append(b.missing, m)
+				b.charge(columnCost)
 			}
 		}
 	}
@@ -137,10 +166,14 @@ func (b *Builder) touch(s *section) *sectionState {
 func (b *Builder) touchAt(s *section) int {
 	i := b.touched.find(s.name)
 	if i < 0 {
-		if b.touched.items == nil {
-			b.touched.items = b.touchedArr[:0]
+		if b.touched.items == nil && b.first != nil {
+			b.touched.items = b.first.touched[:0]
 		}
-		i = b.touched.insert(sectionState{sec: s})
+		total := b.tx.secs.find(s.name)
+		if total < 0 {
+			total = b.tx.secs.insert(sectionBytes{name: s.name})
+		}
+		i = b.touched.insert(sectionState{sec: s, total: total})
 	}
 	return i
 }
@@ -211,23 +244,29 @@ func (b *Builder) unchanged(cols []int, c *replication.Change) bool {
 
 // render renders t with values from get, into a fresh string.
 func (b *Builder) render(t *Template, cols []int, get func(int) (replication.Value, bool)) (string, bool) {
-	b.vals = b.vals[:0]
+	tx := b.tx
+	tx.vals = tx.vals[:0]
 	for _, i := range cols {
 		v, ok := get(i)
 		if !ok {
 			return "", false
 		}
 		// NULL renders as the empty string.
-		b.vals = append(b.vals, v.Data)
+		tx.vals = append(tx.vals, v.Data)
 	}
-	b.buf = t.Render(b.buf[:0], b.vals)
-	return string(b.buf), true
+	tx.buf = t.Render(tx.buf[:0], tx.vals)
+	return string(tx.buf), true
 }
 
 // Plan finishes the transaction's plan. The Builder must not be used after.
 func (b *Builder) Plan(c replication.Commit) *Plan {
 	b.finishInvariants()
-	p := &b.plan
+	var p *Plan
+	if b.first != nil {
+		p = &b.first.plan
+	} else {
+		p = new(Plan) // a part's plan: parts are meant to be merged first
+	}
 	*p = Plan{
 		Xid:            b.xid,
 		CommitLSN:      c.CommitLSN,
@@ -239,6 +278,7 @@ func (b *Builder) Plan(c replication.Commit) *Plan {
 		Revisions:      b.revs.items,
 		Violations:     b.violations,
 		MissingColumns: b.missing,
+		Unchecked:      b.unchecked,
 	}
 	if len(p.Violations) > 0 {
 		lsn := c.CommitLSN.String()
@@ -255,7 +295,9 @@ func (b *Builder) Plan(c replication.Commit) *Plan {
 		}
 		if payloads == nil {
 			payloads = make([]byte, 0, b.payloadSize())
-			p.Messages = b.msgsArr[:0]
+			if b.first != nil {
+				p.Messages = b.first.msgs[:0]
+			}
 		}
 		start := len(payloads)
 		payloads = appendChannelMessage(payloads, s.name, p, c)

@@ -3,6 +3,7 @@ package rules
 import (
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/cdcd/cdcd/replication"
 )
@@ -24,6 +25,7 @@ type rowState struct {
 	skip          bool   // inserted or deleted in the transaction
 	firstKey      string // the row's key when the transaction first saw it
 	key           string // the row's key now: where rows holds it
+	bytes         int64  // what it was last counted as holding
 }
 
 type watched struct {
@@ -33,23 +35,11 @@ type watched struct {
 
 // track records an UPDATE for the invariants of its table.
 func (b *Builder) track(inv *boundInvariant, c *replication.Change, bind *binding) {
-	oldKey := inv.name + "\x00" + rowKey(c, c.OldValue)
-	newKey := inv.name + "\x00" + rowKey(c, c.NewValue)
-	if b.rows == nil {
-		b.rows = make(map[string]*rowState)
-	}
-	st := b.rows[oldKey]
-	if st == nil {
-		st = &rowState{inv: inv, table: c.Rel.Table(), known: true, firstKey: oldKey}
-		st.before = b.watch(st, inv, c.OldValue)
-		b.rowOrder = append(b.rowOrder, st)
+	if b.tx.givenUp[inv.name] {
+		b.uncheck(inv.name, b.table(c.Rel), UncheckedBudget, 1)
 	} else {
-		delete(b.rows, oldKey)
+		b.trackRow(inv, c)
 	}
-	st.after = b.watch(st, inv, c.NewValue)
-	st.pk = primaryKey(c)
-	st.key = newKey
-	b.rows[newKey] = st
 
 	// An invariant's sections are invalidated as soon as a watched column
 	// changes: deleting keys for a change later completed by a version bump
@@ -69,9 +59,35 @@ func (b *Builder) track(inv *boundInvariant, c *replication.Change, bind *bindin
 	}
 }
 
+// trackRow keeps the row's watched columns before the transaction and now.
+func (b *Builder) trackRow(inv *boundInvariant, c *replication.Change) {
+	oldKey := inv.name + "\x00" + rowKey(c, c.OldValue)
+	newKey := inv.name + "\x00" + rowKey(c, c.NewValue)
+	if b.rows == nil {
+		b.rows = make(map[string]*rowState)
+	}
+	st := b.rows[oldKey]
+	if st == nil {
+		st = &rowState{inv: inv, table: b.table(c.Rel), known: true, firstKey: oldKey}
+		st.before = b.watch(st, inv, c.OldValue)
+		b.rowOrder = append(b.rowOrder, st)
+	} else {
+		delete(b.rows, oldKey)
+	}
+	st.after = b.watch(st, inv, c.NewValue)
+	st.pk = primaryKey(c)
+	st.key = newKey
+	b.rows[newKey] = st
+	b.chargeRow(st)
+	b.keepBudget()
+}
+
 // forget marks a row inserted or deleted in the transaction: it has no
 // "before" or no "at commit" to compare.
 func (b *Builder) forget(inv *boundInvariant, c *replication.Change, get func(int) (replication.Value, bool)) {
+	if b.tx.givenUp[inv.name] {
+		return
+	}
 	key := inv.name + "\x00" + rowKey(c, get)
 	if b.rows == nil {
 		b.rows = make(map[string]*rowState)
@@ -82,6 +98,51 @@ func (b *Builder) forget(inv *boundInvariant, c *replication.Change, get func(in
 	st := &rowState{inv: inv, skip: true, firstKey: key, key: key}
 	b.rowOrder = append(b.rowOrder, st)
 	b.rows[key] = st
+	b.chargeRow(st)
+	b.keepBudget()
+}
+
+// dropRows frees the row states of an invariant the transaction gave up,
+// and counts the rows it can no longer check.
+func (b *Builder) dropRows(invariant string) {
+	var freed int64
+	kept := b.rowOrder[:0]
+	for _, st := range b.rowOrder {
+		if st.inv.name != invariant {
+			kept = append(kept, st)
+			continue
+		}
+		if b.rows[st.key] == st {
+			delete(b.rows, st.key)
+			if !st.skip && st.known {
+				b.uncheck(invariant, st.table, UncheckedBudget, 1)
+			}
+		}
+		freed += st.bytes
+	}
+	clear(b.rowOrder[len(kept):])
+	b.rowOrder = kept
+	b.chargeInvariant(invariant, -freed)
+}
+
+// uncheck counts n rows of table that an invariant could not be checked
+// for.
+func (b *Builder) uncheck(invariant, table, reason string, n int) {
+	for i := range b.unchecked {
+		if u := &b.unchecked[i]; u.Invariant == invariant && u.Table == table && u.Reason == reason {
+			u.Rows += n
+			return
+		}
+	}
+	b.unchecked = append(b.unchecked, UncheckedInvariant{Invariant: invariant, Table: table, Reason: reason, Rows: n})
+}
+
+// table returns rel's qualified name, built once per relation in a row.
+func (b *Builder) table(rel *replication.Relation) string {
+	if rel != b.tableRel {
+		b.tableRel, b.tableName = rel, rel.Table()
+	}
+	return b.tableName
 }
 
 func (b *Builder) watch(st *rowState, inv *boundInvariant, get func(int) (replication.Value, bool)) []watched {
@@ -180,6 +241,7 @@ func (b *Builder) finishInvariants() {
 			Required:   required,
 			Xid:        b.xid,
 		})
+		b.charge(int64(unsafe.Sizeof(Violation{})) + int64(len(changed)+len(required))*int64(unsafe.Sizeof(ColumnChange{})))
 	}
 }
 

@@ -4,13 +4,6 @@ import (
 	"slices"
 )
 
-// Part returns a new, empty Builder for another part of the same
-// transaction (a streamed subtransaction), evaluated under the same rules
-// whatever reloads happen meanwhile. Merge folds it back in.
-func (b *Builder) Part() *Builder {
-	return b.rules.begin(b.xid)
-}
-
 // Merge absorbs later, a later part of the same transaction: its keys,
 // patterns and revisions are added, and a row's state before the
 // transaction stays the earlier part's while its state at commit becomes
@@ -26,6 +19,7 @@ func (b *Builder) Merge(later *Builder) {
 		return
 	}
 	b.changes += l.changes
+	l.release()
 	// Sections first, in the part's touch order: its messages follow b's.
 	// into maps the part's sections to b's; b's positions never change.
 	into := make([]int, len(l.touched.items))
@@ -33,7 +27,9 @@ func (b *Builder) Merge(later *Builder) {
 		into[i] = b.touchFrom(l.touched.items[i].sec)
 	}
 	for _, p := range l.pats.items {
-		b.pats.add(p)
+		if b.pats.add(p) {
+			b.charge(patternCost)
+		}
 	}
 	// A section the part escalated is large in this transaction: b's
 	// share of it goes too.
@@ -43,7 +39,7 @@ func (b *Builder) Merge(later *Builder) {
 			b.escalate(st, "merge")
 		}
 		if ls.revEscalated && !st.revEscalated {
-			b.escalateRevisions(st)
+			b.escalateRevisions(st, true)
 		}
 	}
 	// Keys and revisions come in runs of one section: look each run's up once.
@@ -61,15 +57,40 @@ func (b *Builder) Merge(later *Builder) {
 		if r.IsPattern {
 			b.addRevisionPattern(r.Key, state(r.Section))
 		} else {
-			b.addRevision(r.Key, state(r.Section))
+			b.addRevision(r.Key, state(r.Section), "merge")
 		}
 	}
 	for _, m := range l.missing {
 		if !slices.Contains(b.missing, m) {
 			b.missing = append(b.missing, m)
+			b.charge(columnCost)
 		}
 	}
+	for _, u := range l.unchecked {
+		b.uncheck(u.Invariant, u.Table, u.Reason, u.Rows)
+	}
 	b.mergeRows(l)
+}
+
+// release takes what b holds off its transaction's budget, and b out of its
+// parts: it is being merged into another part, which counts what it takes.
+func (b *Builder) release() {
+	tx := b.tx
+	for i := range b.touched.items {
+		st := &b.touched.items[i]
+		t := &tx.secs.items[st.total]
+		t.keys -= st.keyBytes
+		t.revs -= st.revBytes
+	}
+	for _, st := range b.rowOrder {
+		b.chargeInvariant(st.inv.name, -st.bytes) // the row is counted again where it goes
+		st.bytes = 0
+	}
+	tx.used -= b.held
+	b.held = 0
+	if tx.parts[b.part] == b {
+		tx.parts[b.part] = nil
+	}
 }
 
 // touchFrom touches b's section of the same name as s, a section of another
@@ -116,17 +137,26 @@ func (b *Builder) mergeRows(l *Builder) {
 		if l.rows[st.key] != st {
 			continue // replaced: the row was inserted or deleted after
 		}
+		if b.tx.givenUp[st.inv.name] {
+			if !st.skip && st.known {
+				b.uncheck(st.inv.name, st.table, UncheckedBudget, 1)
+			}
+			continue
+		}
 		prev := b.rows[st.firstKey]
 		if prev == nil {
 			b.rows[st.key] = st
 			b.rowOrder = append(b.rowOrder, st)
+			b.chargeRow(st)
+			b.keepBudget()
 			continue
 		}
 		delete(b.rows, st.firstKey)
-		if !sameInvariant(prev.inv, st.inv) {
+		if prev.known && !sameInvariant(prev.inv, st.inv) {
 			// The invariant changed between the parts: before and at commit
 			// watch different columns, and cannot be compared.
 			prev.known = false
+			b.uncheck(prev.inv.name, prev.table, UncheckedRulesChanged, 1)
 		}
 		prev.after = st.after
 		if st.pk != nil {
@@ -136,6 +166,8 @@ func (b *Builder) mergeRows(l *Builder) {
 		prev.skip = prev.skip || st.skip
 		prev.key = st.key
 		b.rows[st.key] = prev
+		b.chargeRow(prev)
+		b.keepBudget()
 	}
 }
 

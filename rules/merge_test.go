@@ -22,7 +22,7 @@ var _ tx[*rules.Builder] = (*rules.Builder)(nil)
 
 // evaluateParts evaluates changes split into parts after the given change
 // counts, as a streamed transaction arrives, and merges the parts in order.
-func evaluateParts(first *rules.Builder, next func(*rules.Builder) *rules.Builder, changes []*replication.Change, cuts ...int) *rules.Plan {
+func evaluateParts(t *testing.T, first *rules.Builder, next func(*rules.Builder) *rules.Builder, changes []*replication.Change, cuts ...int) *rules.Plan {
 	parts := []*rules.Builder{first}
 	for i, c := range changes {
 		if slices.Contains(cuts, i) {
@@ -32,6 +32,9 @@ func evaluateParts(first *rules.Builder, next func(*rules.Builder) *rules.Builde
 	}
 	for _, p := range parts[1:] {
 		first.Merge(p)
+		if err := rules.CheckAccounting(first); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return first.Plan(commit)
 }
@@ -58,7 +61,7 @@ func TestMergeParts(t *testing.T) {
 	whole := evaluate(rs, changes...)
 	for _, cuts := range [][]int{{1}, {3, 5}, {1, 2, 3, 4, 5, 6, 7, 8}} {
 		t.Run(fmt.Sprint("cut at ", cuts), func(t *testing.T) {
-			p := evaluateParts(rs.Begin(begin), part, changes, cuts...)
+			p := evaluateParts(t, rs.Begin(begin), part, changes, cuts...)
 			same := func(what string, got, want []string) {
 				t.Helper()
 				if !slices.Equal(got, want) {
@@ -88,7 +91,7 @@ func TestMergeParts(t *testing.T) {
 func TestMergeEscalatedPart(t *testing.T) {
 	rs := compile(t, evalRules, rules.WithMaxTxKeys(3))
 	changes := repeat(10, func(i int) *replication.Change { return ins(runsF, fmt.Sprint(i), fmt.Sprint(i), "p") })
-	p := evaluateParts(rs.Begin(begin), part, changes, 1)
+	p := evaluateParts(t, rs.Begin(begin), part, changes, 1)
 	if got, want := patternList(p), []string{"nodb:*:climate run/climate-run/escalated"}; !slices.Equal(got, want) {
 		t.Errorf("patterns %q, want %q", got, want)
 	}
@@ -131,6 +134,9 @@ func TestMergeAcrossReload(t *testing.T) {
 			later.Add(bump("0.5", "0.6"))
 			want := evaluate(tc.later, row(2)) // what the later part alone must still delete
 			first.Merge(later)
+			if err := rules.CheckAccounting(first); err != nil {
+				t.Fatal(err)
+			}
 			p := first.Plan(commit)
 
 			covered := func(key string) bool {

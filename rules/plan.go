@@ -98,6 +98,30 @@ type Plan struct {
 	// MissingColumns lists the columns the rules name that a changed
 	// table lacks (a schema change the rules did not follow).
 	MissingColumns []MissingColumn
+	// Unchecked lists the invariants some rows of the transaction could
+	// not be checked against.
+	Unchecked []UncheckedInvariant
+}
+
+// Reasons an invariant could not be checked for some rows.
+const (
+	// UncheckedBudget: the transaction's row states outgrew its byte
+	// budget (WithMaxTxBytes); the invariant was no longer checked in it.
+	UncheckedBudget = "budget"
+	// UncheckedRulesChanged: the invariant watched other columns in the
+	// rules of a later part of a streamed transaction (a reload).
+	UncheckedRulesChanged = "rules_changed"
+)
+
+// UncheckedInvariant counts the rows of one table an invariant could not be
+// checked for, and why.
+type UncheckedInvariant struct {
+	Invariant string
+	Table     string
+	Reason    string
+	// Rows is how many rows were left unchecked; once the budget gave the
+	// invariant up, a row updated twice counts twice.
+	Rows int
 }
 
 // Empty reports whether the plan asks nothing of any sink.

@@ -17,5 +17,5 @@ func (t streamedTx) Merge(later replication.Tx) { t.Builder.Merge(later.(streame
 
 // ruleOptions are the rules options the configuration sets.
 func (c *Config) ruleOptions() []rules.Option {
-	return []rules.Option{rules.WithMaxTxKeys(c.MaxTxKeys)}
+	return []rules.Option{rules.WithMaxTxKeys(c.MaxTxKeys), rules.WithMaxTxBytes(c.MaxTxBytes)}
 }
