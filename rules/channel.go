@@ -48,6 +48,17 @@ func appendChannelMessage(dst []byte, s string, p *Plan, c replication.Commit) [
 	return append(dst, `"}`...)
 }
 
+// appendGapMessage appends the channel message of section s in a gap plan:
+// the message appendChannelMessage makes, with ,"gap":true,"reason":…
+// added, so that a consumer tells "everything may be stale" from an
+// ordinary invalidation.
+func appendGapMessage(dst []byte, s string, p *Plan, c replication.Commit, reason string) []byte {
+	dst = appendChannelMessage(dst, s, p, c)
+	dst = append(dst[:len(dst)-1], `,"gap":true,"reason":`...) // in place of the closing brace
+	dst = appendJSONString(dst, reason)
+	return append(dst, '}')
+}
+
 // appendLSN appends lsn as pg_lsn text, as pglogrepl.LSN.String does.
 func appendLSN(dst []byte, lsn pglogrepl.LSN) []byte {
 	dst = appendHex(dst, uint32(lsn>>32))

@@ -253,27 +253,3 @@ func (rs *Rules) bind(rel *replication.Relation) *binding {
 	rs.binds[rel.ID] = b
 	return b
 }
-
-// Everything returns a plan that invalidates every section: the key
-// patterns of templated keys, the literal keys, and every revision. cdcd
-// applies it when it cannot prove it saw every change (a gap).
-func (rs *Rules) Everything() *Plan {
-	p := &Plan{}
-	for _, s := range rs.sections {
-		for _, t := range s.keys {
-			if t.IsLiteral() {
-				p.Keys = append(p.Keys, Key{Key: t.Literal(), Section: s.name, Rule: "gap", From: FromLiteral})
-			} else {
-				p.Patterns = append(p.Patterns, Pattern{Pattern: t.Pattern(), Section: s.name, Rule: "gap", Reason: ReasonGap})
-			}
-		}
-		if s.revision != nil {
-			if s.revision.IsLiteral() {
-				p.Revisions = append(p.Revisions, Revision{Key: s.revision.Literal(), Section: s.name})
-			} else {
-				p.Revisions = append(p.Revisions, Revision{Key: s.revision.Pattern(), Section: s.name, IsPattern: true})
-			}
-		}
-	}
-	return p
-}

@@ -42,8 +42,7 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 	if reason != "" {
 		d.log.Error("cannot prove every change was seen: invalidating every section before streaming",
 			"reason", reason, "detail", why, "slot", d.cfg.Slot)
-		p := d.rules.Load().Everything()
-		p.CommitLSN, p.CommitTime = st.Confirmed, time.Now()
+		p := d.rules.Load().Everything(reason, replication.Commit{CommitLSN: st.Confirmed, CommitTime: time.Now()})
 		if err := d.redis.Apply(ctx, []*rules.Plan{p}); err != nil {
 			return err
 		}
