@@ -18,14 +18,30 @@ type txState struct {
 	limit, used int64
 	// parts are the live Builders of the transaction, so that an
 	// escalation frees what every part holds; a merged part's is nil.
-	parts []*Builder
-	secs  smallSet[sectionBytes, string]   // by section name, over all parts
-	invs  smallSet[invariantBytes, string] // by invariant name, over all parts
-	// Given up for the whole transaction, by section or invariant name.
-	escalated, revEscalated, givenUp map[string]bool
+	parts  []*Builder
+	secs   smallSet[sectionBytes, string]   // by section name, over all parts
+	invs   smallSet[invariantBytes, string] // by invariant name, over all parts
+	gaveUp map[given]bool                   // for the whole transaction
 
 	buf  []byte // where keys are rendered
 	vals [][]byte
+}
+
+// given is what a transaction gave up: a section's exact keys or revision
+// keys (heldKeys, heldRevisions), an invariant's rows (heldRows).
+type given struct {
+	what int
+	name string
+}
+
+// gave reports whether the transaction gave up what of name.
+func (tx *txState) gave(what int, name string) bool { return tx.gaveUp[given{what, name}] }
+
+func (tx *txState) giveUpOn(what int, name string) {
+	if tx.gaveUp == nil {
+		tx.gaveUp = make(map[given]bool)
+	}
+	tx.gaveUp[given{what, name}] = true
 }
 
 type sectionBytes struct {
@@ -149,10 +165,10 @@ func (tx *txState) largest() (name string, kind int) {
 	var most int64
 	for i := range tx.secs.items {
 		s := &tx.secs.items[i]
-		if s.keys > most && !tx.escalated[s.name] {
+		if s.keys > most && !tx.gave(heldKeys, s.name) {
 			name, most, kind = s.name, s.keys, heldKeys
 		}
-		if s.revs > most && !tx.revEscalated[s.name] {
+		if s.revs > most && !tx.gave(heldRevisions, s.name) {
 			name, most, kind = s.name, s.revs, heldRevisions
 		}
 	}
@@ -160,7 +176,7 @@ func (tx *txState) largest() (name string, kind int) {
 		return name, kind
 	}
 	for i := range tx.invs.items {
-		if s := &tx.invs.items[i]; s.bytes > most && !tx.givenUp[s.name] {
+		if s := &tx.invs.items[i]; s.bytes > most && !tx.gave(heldRows, s.name) {
 			name, most, kind = s.name, s.bytes, heldRows
 		}
 	}
@@ -174,14 +190,11 @@ func (tx *txState) largest() (name string, kind int) {
 // part's keys. by is the rule that reached a limit, or empty when the
 // budget chose the section (see escalate).
 func (tx *txState) escalateAll(section, by string, revision bool) {
-	flags := &tx.escalated
 	if revision {
-		flags = &tx.revEscalated
+		tx.giveUpOn(heldRevisions, section)
+	} else {
+		tx.giveUpOn(heldKeys, section)
 	}
-	if *flags == nil {
-		*flags = make(map[string]bool)
-	}
-	(*flags)[section] = true
 	for _, p := range tx.parts {
 		if p == nil {
 			continue
@@ -201,10 +214,7 @@ func (tx *txState) escalateAll(section, by string, revision bool) {
 // states every part holds for it; each part counts the rows it could not
 // check.
 func (tx *txState) giveUp(invariant string) {
-	if tx.givenUp == nil {
-		tx.givenUp = make(map[string]bool)
-	}
-	tx.givenUp[invariant] = true
+	tx.giveUpOn(heldRows, invariant)
 	for _, p := range tx.parts {
 		if p != nil {
 			p.dropRows(invariant)

@@ -19,8 +19,7 @@ type Builder struct {
 
 	lastRel   *replication.Relation
 	lastBind  *binding
-	tableRel  *replication.Relation // whose qualified name tableName is
-	tableName string
+	tableName string // of lastRel, once needed
 
 	touched    smallSet[sectionState, string] // sections invalidated, in first-touch order
 	keys       smallSet[Key, keyID]
@@ -32,6 +31,9 @@ type Builder struct {
 	rowOrder   []*rowState
 	unchecked  []UncheckedInvariant
 	changes    int
+	// others are definitions of b's sections in other rules, from parts
+	// merged in after a reload, when they name other keys.
+	others map[string][]*section
 }
 
 // firstPart is the first part of a transaction, allocated at once with what
@@ -44,7 +46,7 @@ type firstPart struct {
 
 	plan     Plan
 	buf      [96]byte
-	vals     [4][]byte
+	vals     [3][]byte
 	keys     [2]Key
 	revs     [1]Revision
 	touched  [2]sectionState
@@ -55,13 +57,10 @@ type firstPart struct {
 
 // sectionState is what a Builder holds of one section it invalidated.
 type sectionState struct {
-	sec *section
-	// others are the section's definitions in other rules, from parts
-	// merged in after a reload, when they name other keys.
-	others                  []*section
-	total                   int   // position in tx.secs
-	keys, revs              int   // exact keys and exact revision keys collected
-	keyBytes, revBytes      int64 // what they cost
+	sec                     *section
+	keyBytes, revBytes      int64 // what its exact keys and revision keys cost
+	keys, revs              int32 // how many
+	total                   int32 // position in tx.secs
 	escalated, revEscalated bool  // past a limit: patterns instead
 }
 
@@ -98,7 +97,7 @@ func (b *Builder) Add(c *replication.Change) {
 	bind := b.lastBind
 	if c.Rel != b.lastRel {
 		bind = b.rules.bind(c.Rel)
-		b.lastRel, b.lastBind = c.Rel, bind
+		b.lastRel, b.lastBind, b.tableName = c.Rel, bind, ""
 		for _, m := range bind.missing {
 			if !slices.Contains(b.missing, m) {
 				b.missing = append(b.missing, m)
@@ -173,7 +172,7 @@ func (b *Builder) touchAt(s *section) int {
 		if total < 0 {
 			total = b.tx.secs.insert(sectionBytes{name: s.name})
 		}
-		i = b.touched.insert(sectionState{sec: s, total: total})
+		i = b.touched.insert(sectionState{sec: s, total: int32(total)})
 	}
 	return i
 }

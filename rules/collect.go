@@ -26,7 +26,7 @@ func (b *Builder) add(key string, s *sectionState, by, from string, revision boo
 		b.addRevision(key, s, by)
 		return
 	}
-	if !s.escalated && b.tx.escalated[s.sec.name] {
+	if !s.escalated && b.tx.gave(heldKeys, s.sec.name) {
 		b.escalate(s, by) // in another part
 	}
 	literal := from == FromLiteral
@@ -35,7 +35,7 @@ func (b *Builder) add(key string, s *sectionState, by, from string, revision boo
 	if s.escalated && !literal || b.keys.has(keyID{s.sec.name, key}) {
 		return
 	}
-	if s.keys >= b.rules.opts.maxTxKeys && !literal {
+	if int(s.keys) >= b.rules.opts.maxTxKeys && !literal {
 		b.tx.escalateAll(s.sec.name, by, false)
 		return
 	}
@@ -53,14 +53,14 @@ func (b *Builder) add(key string, s *sectionState, by, from string, revision boo
 }
 
 func (b *Builder) addRevision(key string, s *sectionState, by string) {
-	if !s.revEscalated && b.tx.revEscalated[s.sec.name] {
+	if !s.revEscalated && b.tx.gave(heldRevisions, s.sec.name) {
 		b.escalateRevisions(s, true) // in another part
 	}
-	literal := s.literalRevision(key)
+	literal := b.literalRevision(s, key)
 	if s.revEscalated && !literal || b.revs.has(revisionID{key, false}) {
 		return
 	}
-	if s.revs >= b.rules.opts.maxTxKeys && !literal {
+	if int(s.revs) >= b.rules.opts.maxTxKeys && !literal {
 		b.tx.escalateAll(s.sec.name, by, true)
 		return
 	}
@@ -97,7 +97,7 @@ func (b *Builder) escalateRevisions(s *sectionState, force bool) {
 	name := s.sec.name
 	var freed int64
 	b.revs.deleteFunc(func(r Revision) bool {
-		if r.Section != name || r.IsPattern || s.literalRevision(r.Key) {
+		if r.Section != name || r.IsPattern || b.literalRevision(s, r.Key) {
 			return false
 		}
 		s.revs--
@@ -109,7 +109,7 @@ func (b *Builder) escalateRevisions(s *sectionState, force bool) {
 	}
 	s.revEscalated = true
 	b.chargeSection(s, -freed, true)
-	for _, sec := range s.definitions() {
+	for _, sec := range b.definitions(s) {
 		if rev := sec.revision; rev != nil && !rev.IsLiteral() {
 			b.addRevisionPattern(rev.Pattern(), s)
 		}
@@ -118,11 +118,11 @@ func (b *Builder) escalateRevisions(s *sectionState, force bool) {
 
 // literalRevision reports whether key is the section's literal revision,
 // in one of its definitions: no pattern stands for it.
-func (s *sectionState) literalRevision(key string) bool {
+func (b *Builder) literalRevision(s *sectionState, key string) bool {
 	if rev := s.sec.revision; rev != nil && rev.IsLiteral() && rev.Literal() == key {
 		return true
 	}
-	for _, sec := range s.others {
+	for _, sec := range b.others[s.sec.name] {
 		if rev := sec.revision; rev != nil && rev.IsLiteral() && rev.Literal() == key {
 			return true
 		}
@@ -154,7 +154,7 @@ func (b *Builder) escalate(s *sectionState, by string) {
 	}
 	s.escalated = true
 	b.chargeSection(s, -freed, false)
-	for _, sec := range s.definitions() {
+	for _, sec := range b.definitions(s) {
 		for _, t := range sec.keys {
 			if !t.IsLiteral() {
 				b.pattern(t, s, by, ReasonEscalated, false)
@@ -165,11 +165,12 @@ func (b *Builder) escalate(s *sectionState, by string) {
 
 // definitions returns the section's definition and any other it had in the
 // rules of parts merged in.
-func (s *sectionState) definitions() []*section {
-	if len(s.others) == 0 {
+func (b *Builder) definitions(s *sectionState) []*section {
+	others := b.others[s.sec.name]
+	if len(others) == 0 {
 		return []*section{s.sec}
 	}
-	return append([]*section{s.sec}, s.others...)
+	return append([]*section{s.sec}, others...)
 }
 
 func (b *Builder) pattern(t *Template, s *sectionState, by, reason string, revision bool) {

@@ -6,7 +6,7 @@ import "fmt"
 func Budget(b *Builder) (used, limit int64) { return b.tx.used, b.tx.limit }
 
 // Escalated reports whether b's transaction escalated a section's keys.
-func Escalated(b *Builder, section string) bool { return b.tx.escalated[section] }
+func Escalated(b *Builder, section string) bool { return b.tx.gave(heldKeys, section) }
 
 // Exhausted reports whether b's transaction has nothing left to give up.
 func Exhausted(b *Builder) bool {
@@ -41,12 +41,12 @@ func CheckAccounting(b *Builder) error {
 			for _, r := range p.revs.items {
 				if r.Section == st.sec.name && !r.IsPattern {
 					nrevs++
-					if !st.literalRevision(r.Key) {
+					if !p.literalRevision(st, r.Key) {
 						revs += int64(len(r.Key)) + revisionCost
 					}
 				}
 			}
-			if keys != st.keyBytes || revs != st.revBytes || nkeys != st.keys || nrevs != st.revs {
+			if keys != st.keyBytes || revs != st.revBytes || nkeys != int(st.keys) || nrevs != int(st.revs) {
 				return fmt.Errorf("section %s: counted %d keys, %d bytes, %d revisions, %d bytes; holds %d, %d, %d, %d",
 					st.sec.name, st.keys, st.keyBytes, st.revs, st.revBytes, nkeys, keys, nrevs, revs)
 			}

@@ -35,7 +35,7 @@ type watched struct {
 
 // track records an UPDATE for the invariants of its table.
 func (b *Builder) track(inv *boundInvariant, c *replication.Change, bind *binding) {
-	if b.tx.givenUp[inv.name] {
+	if b.tx.gave(heldRows, inv.name) {
 		b.uncheck(inv.name, b.table(c.Rel), UncheckedBudget, 1)
 	} else {
 		b.trackRow(inv, c)
@@ -85,7 +85,7 @@ func (b *Builder) trackRow(inv *boundInvariant, c *replication.Change) {
 // forget marks a row inserted or deleted in the transaction: it has no
 // "before" or no "at commit" to compare.
 func (b *Builder) forget(inv *boundInvariant, c *replication.Change, get func(int) (replication.Value, bool)) {
-	if b.tx.givenUp[inv.name] {
+	if b.tx.gave(heldRows, inv.name) {
 		return
 	}
 	key := inv.name + "\x00" + rowKey(c, get)
@@ -137,10 +137,11 @@ func (b *Builder) uncheck(invariant, table, reason string, n int) {
 	b.unchecked = append(b.unchecked, UncheckedInvariant{Invariant: invariant, Table: table, Reason: reason, Rows: n})
 }
 
-// table returns rel's qualified name, built once per relation in a row.
+// table returns the qualified name of rel, the relation of the change
+// being added, built once for a run of its changes.
 func (b *Builder) table(rel *replication.Relation) string {
-	if rel != b.tableRel {
-		b.tableRel, b.tableName = rel, rel.Table()
+	if b.tableName == "" {
+		b.tableName = rel.Table()
 	}
 	return b.tableName
 }

@@ -105,8 +105,11 @@ func (b *Builder) touchFrom(s *section) int {
 	}
 	i := b.touchAt(own)
 	st := &b.touched.items[i]
-	if s != st.sec && !sameSection(s, st.sec) && !slices.ContainsFunc(st.others, func(o *section) bool { return sameSection(o, s) }) {
-		st.others = append(st.others, s)
+	if others := b.others[s.name]; s != st.sec && !sameSection(s, st.sec) && !slices.ContainsFunc(others, func(o *section) bool { return sameSection(o, s) }) {
+		if b.others == nil {
+			b.others = make(map[string][]*section)
+		}
+		b.others[s.name] = append(others, s)
 	}
 	return i
 }
@@ -137,7 +140,7 @@ func (b *Builder) mergeRows(l *Builder) {
 		if l.rows[st.key] != st {
 			continue // replaced: the row was inserted or deleted after
 		}
-		if b.tx.givenUp[st.inv.name] {
+		if b.tx.gave(heldRows, st.inv.name) {
 			if !st.skip && st.known {
 				b.uncheck(st.inv.name, st.table, UncheckedBudget, 1)
 			}
