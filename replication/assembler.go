@@ -197,6 +197,8 @@ func (st *streamedTx[T]) abort(subxid uint32) {
 	for _, p := range st.parts {
 		if p.subxid != subxid {
 			kept = append(kept, p)
+		} else {
+			p.tx.Discard()
 		}
 	}
 	clear(st.parts[len(kept):])

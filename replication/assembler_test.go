@@ -19,6 +19,7 @@ type fakeTx struct {
 func (f *fakeTx) Add(c *Change)       { f.rows = append(f.rows, string(c.New.Values[0].Data)) }
 func (f *fakeTx) Part() *fakeTx       { return &fakeTx{gen: f.gen} }
 func (f *fakeTx) Merge(later *fakeTx) { f.rows = append(f.rows, later.rows...) }
+func (f *fakeTx) Discard()            { f.rows = append(f.rows[:0], "discarded") }
 
 var fakeRel = &Relation{ID: 1, Namespace: "public", Name: "t", Columns: []Column{{Name: "v"}}}
 

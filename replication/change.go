@@ -232,6 +232,8 @@ type Tx[T any] interface {
 	Part() T
 	// Merge absorbs later, a later part of the same transaction.
 	Merge(later T)
+	// Discard drops this part: its subtransaction was rolled back.
+	Discard()
 }
 
 // Committed is a whole transaction handed on after its commit arrived.

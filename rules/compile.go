@@ -14,12 +14,9 @@ import (
 type Rules struct {
 	file     *File
 	sections []*section
+	byName   map[string]*section
 	tables   map[string]*tableRules
-
-	// MaxTxKeys caps the distinct keys of one section a transaction
-	// collects before the section escalates to its key pattern (reason
-	// "escalated"). Zero means DefaultMaxTxKeys. Set it before use.
-	MaxTxKeys int
+	opts     options
 
 	mu    sync.Mutex
 	binds map[uint32]*binding // by relation id; replaced when the relation is
@@ -55,7 +52,7 @@ type tableRules struct {
 }
 
 // Load reads, parses and compiles a rules file.
-func Load(path string) (*Rules, error) {
+func Load(path string, opts ...Option) (*Rules, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
@@ -64,14 +61,18 @@ func Load(path string) (*Rules, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Compile(f)
+	return Compile(f, opts...)
 }
 
 // Compile turns a parsed file into Rules. The file must come from Parse,
 // which has validated it.
-func Compile(f *File) (*Rules, error) {
-	rs := &Rules{file: f, tables: make(map[string]*tableRules), binds: make(map[uint32]*binding)}
+func Compile(f *File, opts ...Option) (*Rules, error) {
+	rs := &Rules{file: f, tables: make(map[string]*tableRules), binds: make(map[uint32]*binding), opts: defaultOptions()}
+	for _, o := range opts {
+		o(&rs.opts)
+	}
 	byName := make(map[string]*section, len(f.Sections))
+	rs.byName = byName
 	for _, s := range f.Sections {
 		sec := &section{name: s.Name, keys: s.Keys, revision: s.Revision, channel: s.Channel}
 		byName[s.Name] = sec
@@ -282,35 +283,4 @@ func (rs *Rules) tablesOf(rel *replication.Relation) *tableRules {
 		}
 	}
 	return out
-}
-
-func (rs *Rules) maxKeys() int {
-	if rs.MaxTxKeys > 0 {
-		return rs.MaxTxKeys
-	}
-	return DefaultMaxTxKeys
-}
-
-// Everything returns a plan that invalidates every section: the key
-// patterns of templated keys, the literal keys, and every revision. cdcd
-// applies it when it cannot prove it saw every change (a gap).
-func (rs *Rules) Everything() *Plan {
-	p := &Plan{}
-	for _, s := range rs.sections {
-		for _, t := range s.keys {
-			if t.IsLiteral() {
-				p.Keys = append(p.Keys, Key{Key: t.Literal(), Section: s.name, Rule: "gap", From: FromLiteral})
-			} else {
-				p.Patterns = append(p.Patterns, Pattern{Pattern: t.Pattern(), Section: s.name, Rule: "gap", Reason: ReasonGap})
-			}
-		}
-		if s.revision != nil {
-			if s.revision.IsLiteral() {
-				p.Revisions = append(p.Revisions, Revision{Key: s.revision.Literal(), Section: s.name})
-			} else {
-				p.Revisions = append(p.Revisions, Revision{Key: s.revision.Pattern(), Section: s.name, IsPattern: true})
-			}
-		}
-	}
-	return p
 }

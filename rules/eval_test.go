@@ -137,13 +137,13 @@ func truncate(r *replication.Relation) *replication.Change {
 	return &replication.Change{Op: replication.OpTruncate, Rel: r}
 }
 
-func compile(t testing.TB, src string) *rules.Rules {
+func compile(t testing.TB, src string, opts ...rules.Option) *rules.Rules {
 	t.Helper()
 	f, err := rules.Parse("eval.json", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := rules.Compile(f)
+	rs, err := rules.Compile(f, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -798,8 +798,7 @@ func TestEvaluateConcurrently(t *testing.T) {
 
 func TestEscalationBoundsKeys(t *testing.T) {
 	rs := compile(t, `{"sections": {"run": {"keys": ["lit", "run:{run_id}"]}},
-		"rules": [{"name": "runs", "tables": ["public.runs"], "invalidate": ["run"]}]}`)
-	rs.MaxTxKeys = 100
+		"rules": [{"name": "runs", "tables": ["public.runs"], "invalidate": ["run"]}]}`, rules.WithMaxTxKeys(100))
 	b := rs.Begin(replication.Begin{Xid: 1})
 	for i := range 1000 {
 		b.Add(ins(runsF, fmt.Sprint(i), fmt.Sprint(i), "p"))
@@ -840,13 +839,8 @@ func TestSharedKeyAnnouncedOnEverySection(t *testing.T) {
 }
 
 func TestRevisionsEscalate(t *testing.T) {
-	f, err := rules.Parse("x.json", []byte(`{"sections": {"s": {"keys": ["k:{run_id}"], "revision": "rev:{run_id}"}},
-		"rules": [{"name": "r", "tables": ["public.runs"], "invalidate": ["s"]}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, _ := rules.Compile(f)
-	rs.MaxTxKeys = 10
+	rs := compile(t, `{"sections": {"s": {"keys": ["k:{run_id}"], "revision": "rev:{run_id}"}},
+		"rules": [{"name": "r", "tables": ["public.runs"], "invalidate": ["s"]}]}`, rules.WithMaxTxKeys(10))
 	b := rs.Begin(replication.Begin{})
 	for i := 0; i < 1000; i++ {
 		b.Add(ins(runsF, fmt.Sprint(i), fmt.Sprint(i)))
@@ -861,15 +855,15 @@ func TestRevisionsEscalate(t *testing.T) {
 // maps; deduplication and the key limit must hold the same on both sides of
 // that switch.
 func TestKeyLimitAcrossIndexing(t *testing.T) {
-	rs := compile(t, `{"sections": {"run": {"keys": ["lit", "run:{run_id}"], "revision": "rev:{run_id}"}},
-		"rules": [{"name": "runs", "tables": ["public.runs"], "invalidate": ["run"]}]}`)
+	const src = `{"sections": {"run": {"keys": ["lit", "run:{run_id}"], "revision": "rev:{run_id}"}},
+		"rules": [{"name": "runs", "tables": ["public.runs"], "invalidate": ["run"]}]}`
 	for _, limit := range []int{1, 2, 7, 8, 9, 10, 30} {
 		for _, n := range []int{limit - 2, limit - 1, limit, limit + 1, 3 * limit} {
 			if n < 1 {
 				continue
 			}
 			t.Run(fmt.Sprintf("limit %d, %d distinct rows", limit, n), func(t *testing.T) {
-				rs.MaxTxKeys = limit
+				rs := compile(t, src, rules.WithMaxTxKeys(limit))
 				b := rs.Begin(replication.Begin{Xid: 1})
 				// Every row twice, the second time after all the others.
 				for round := 0; round < 2; round++ {

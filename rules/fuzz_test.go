@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cdcd/cdcd/replication"
 	"github.com/cdcd/cdcd/rules"
 )
 
@@ -75,7 +77,15 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
-		rs.Everything()
+		// The gap plan announces itself on every channel, in valid JSON
+		// whatever the section names.
+		p := rs.Everything("fuzz", replication.Commit{})
+		for _, m := range p.Messages {
+			var msg struct{ Gap bool }
+			if err := json.Unmarshal(m.Payload, &msg); err != nil || !msg.Gap {
+				t.Fatalf("gap message %s: %v", m.Payload, err)
+			}
+		}
 	})
 }
 

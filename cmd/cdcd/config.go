@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cdcd/cdcd/rules"
 	"github.com/cdcd/cdcd/sinks"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/kelseyhightower/envconfig"
@@ -47,9 +48,10 @@ type Config struct {
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
 	Instance        string        `envconfig:"INSTANCE"`
 
-	RulesPoll time.Duration `envconfig:"RULES_POLL" default:"1s"`
-	MaxTxKeys int           `envconfig:"MAX_TX_KEYS" default:"100000"`
-	ApplyRate int           `envconfig:"APPLY_RATE" default:"500"`
+	RulesPoll  time.Duration `envconfig:"RULES_POLL" default:"1s"`
+	MaxTxKeys  int           `envconfig:"MAX_TX_KEYS" default:"100000"`
+	MaxTxBytes int64         `envconfig:"MAX_TX_BYTES" default:"33554432"`
+	ApplyRate  int           `envconfig:"APPLY_RATE" default:"500"`
 
 	LagWarnBytes int64         `envconfig:"LAG_WARN_BYTES" default:"1073741824"`
 	WALPoll      time.Duration `envconfig:"WAL_POLL" default:"10s"`
@@ -139,6 +141,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxTxKeys < 1 {
 		bad("MAX_TX_KEYS", "%d must be at least 1", c.MaxTxKeys)
+	}
+	if c.MaxTxBytes < 64<<10 {
+		bad("MAX_TX_BYTES", "%d must be at least 65536", c.MaxTxBytes)
 	}
 	if c.RulesPoll < 50*time.Millisecond {
 		bad("RULES_POLL", "%s is shorter than 50ms", c.RulesPoll)
@@ -254,4 +259,9 @@ func passwords(conn string) []string {
 		}
 	}
 	return out
+}
+
+// ruleOptions are the rules options the configuration sets.
+func (c *Config) ruleOptions() []rules.Option {
+	return []rules.Option{rules.WithMaxTxKeys(c.MaxTxKeys), rules.WithMaxTxBytes(c.MaxTxBytes)}
 }

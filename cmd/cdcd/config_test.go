@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/cdcd/cdcd/rules"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -53,5 +55,20 @@ func TestRedact(t *testing.T) {
 				t.Errorf("redact(%q) = %q still holds %q", c.msg, got, secret)
 			}
 		}
+	}
+}
+
+func TestLoadConfigMaxTxBytes(t *testing.T) {
+	t.Setenv("CDCD_DATABASE_URL", "postgres://cdcd@db/app")
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxTxBytes != rules.DefaultMaxTxBytes {
+		t.Errorf("CDCD_MAX_TX_BYTES defaults to %d, rules to %d", c.MaxTxBytes, rules.DefaultMaxTxBytes)
+	}
+	t.Setenv("CDCD_MAX_TX_BYTES", "1000")
+	if _, err := loadConfig(); err == nil || !strings.HasPrefix(err.Error(), "CDCD_MAX_TX_BYTES:") {
+		t.Errorf("a budget of 1000 bytes: %v", err)
 	}
 }

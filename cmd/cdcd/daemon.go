@@ -59,10 +59,7 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	rs, err := rules.Load(cfg.RulesFile)
-	if err == nil {
-		rs.MaxTxKeys = cfg.MaxTxKeys
-	}
+	rs, err := rules.Load(cfg.RulesFile, cfg.ruleOptions()...)
 	if err != nil {
 		// One line per problem, FILE:LINE:COL first, as rules check prints them.
 		for _, line := range splitLines(err.Error()) {
@@ -236,9 +233,8 @@ func (d *daemon) reload() {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	start := time.Now()
-	rs, err := rules.Load(d.cfg.RulesFile)
+	rs, err := rules.Load(d.cfg.RulesFile, d.cfg.ruleOptions()...)
 	if err == nil {
-		rs.MaxTxKeys = d.cfg.MaxTxKeys
 		err = d.admitRules(rs)
 	}
 	if err != nil {

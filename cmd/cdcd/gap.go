@@ -70,8 +70,7 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 	if reason != "" {
 		d.log.Error("cannot prove every change was seen: invalidating every section before streaming",
 			"reason", reason, "detail", why, "slot", d.cfg.Slot, "lsn", st.Confirmed.String())
-		p := d.rules.Load().Everything()
-		p.CommitLSN, p.EndLSN, p.CommitTime = st.Confirmed, st.Confirmed, time.Now()
+		p := d.rules.Load().Everything(reason, replication.Commit{CommitLSN: st.Confirmed, EndLSN: st.Confirmed, CommitTime: time.Now()})
 		p.Gap = true
 		// Through the applier, as every plan: nothing of the session
 		// before is in flight (OnStart runs once it was all applied).

@@ -11,17 +11,11 @@ var sectionKeys = []string{"state:summary:core", "state:summary:progress", "nodb
 
 func TestGapSlotDroppedWhileStopped(t *testing.T) {
 	e := newEnv(t)
-	d := e.startDaemon()
-	_, end := e.write(`INSERT INTO topics (title) VALUES ('t')`)
-	e.waitConfirmed(end, 10*time.Second)
-	if code, _ := d.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
+	e.dropSlotWhileStopped()
 	e.set(append(sectionKeys, "unrelated")...)
-	e.exec(`SELECT pg_drop_replication_slot($1)`, e.slot)
 	e.write(`UPDATE climate_runs SET run_id = 1`) // a change nobody will ever stream
 
-	d = e.startDaemon()
+	d := e.startDaemon()
 	for _, k := range sectionKeys {
 		waitFor(t, 5*time.Second, k+" to be invalidated", func() bool { return !e.exists(k) })
 	}
