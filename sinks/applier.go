@@ -57,6 +57,11 @@ func (a *Applier) Apply(ctx context.Context, plans []*rules.Plan) error {
 	}
 	a.m.transactions.Add(float64(len(plans)))
 	for _, p := range plans {
+		for _, u := range p.Unchecked {
+			a.m.unchecked.WithLabelValues(u.Invariant, u.Table, u.Reason).Add(float64(u.Rows))
+			a.log.Warn("an invariant could not be checked on some rows of a transaction",
+				"invariant", u.Invariant, "table", u.Table, "reason", u.Reason, "rows", u.Rows, "lsn", p.CommitLSN.String())
+		}
 		for _, mc := range p.MissingColumns {
 			a.m.missingCols.WithLabelValues(mc.Rule, mc.Table, mc.Column).Inc()
 			if last, ok := a.reported[mc]; !ok || a.now().Sub(last) > 10*time.Minute {

@@ -15,6 +15,7 @@ type Metrics struct {
 	patterns      *prometheus.CounterVec
 	transactions  prometheus.Counter
 	missingCols   *prometheus.CounterVec
+	unchecked     *prometheus.CounterVec
 	commitToInval prometheus.Histogram
 	batchSize     prometheus.Histogram
 	patternTime   prometheus.Histogram
@@ -53,6 +54,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cdcd_missing_columns_total",
 			Help: "Transactions in which a rule named a column its table no longer has (the rule fell back to wider invalidation).",
 		}, []string{"rule", "table", "column"}),
+		unchecked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcd_invariant_unchecked_rows_total",
+			Help: "Rows an invariant could not be checked on (reason budget: the transaction outgrew CDCD_MAX_TX_BYTES; rules_changed: a reload between parts of a streamed transaction).",
+		}, []string{"invariant", "table", "reason"}),
 		commitToInval: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cdcd_commit_to_invalidate_seconds",
 			Help:    "Time from a transaction's commit timestamp to Redis acknowledging its plan.",
@@ -95,7 +100,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return age.Seconds()
 	})
 	if reg != nil {
-		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.missingCols, m.commitToInval, m.batchSize,
+		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.missingCols, m.unchecked, m.commitToInval, m.batchSize,
 			m.patternTime, m.patternWait, backlog, oldest)
 	}
 	return m
