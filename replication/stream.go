@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/retry"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -219,7 +219,7 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 	})
 	defer stopAfter()
 
-	backoff := newBackoff(500*time.Millisecond, s.cfg.MaxBackoff)
+	backoff := retry.Backoff{Min: 500 * time.Millisecond, Max: s.cfg.MaxBackoff, Jitter: true}
 	var lastInUseLog time.Time
 	for {
 		err := s.session(ctx)
@@ -233,12 +233,12 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 			s.drainApplier()
 			return err
 		}
-		delay := backoff.next()
+		delay := backoff.Next()
 		s.m.reconnects.Inc()
 		if IsSlotInUse(err) {
 			// A standby polls often, to take over soon after the active
 			// instance dies.
-			delay = s.cfg.StandbyPoll/2 + rand.N(s.cfg.StandbyPoll/2+1)
+			delay = retry.Jitter(s.cfg.StandbyPoll)
 			s.m.standby.Set(1)
 			s.setReason("standby: slot " + s.cfg.Slot + " is held by another consumer")
 			// Expected while another instance is active: say so once a minute.
@@ -251,13 +251,11 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 			s.log.Error("replication session failed; reconnecting", "err", err, "retry_in", delay)
 		}
 		if errors.Is(err, errSessionHealthy) {
-			backoff.reset()
+			backoff.Reset()
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Wait(ctx, delay) != nil {
 			s.drainApplier()
 			return nil
-		case <-time.After(delay):
 		}
 	}
 }

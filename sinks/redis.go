@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cdcd/cdcd/internal/pollconn"
+	"github.com/cdcd/cdcd/internal/retry"
 	"github.com/cdcd/cdcd/rules"
 	"github.com/redis/go-redis/v9"
 )
@@ -136,28 +137,17 @@ func (r *Redis) Close() error { return r.client.Close() }
 // caller acknowledges nothing meanwhile. Deletes are idempotent and revisions
 // only move forward, so a repeated attempt is harmless.
 func (r *Redis) Apply(ctx context.Context, plans []*rules.Plan) error {
-	delay := r.cfg.MinBackoff
-	for attempt := 1; ; attempt++ {
-		err := r.apply(ctx, plans)
-		if err == nil {
-			if attempt > 1 {
-				r.log.Info("redis sink recovered", "attempts", attempt)
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		r.m.sinkErrors.WithLabelValues("redis").Inc()
-		r.log.Error("apply plan to redis; retrying", "err", err, "attempt", attempt, "retry_in", delay,
-			"lsn", plans[len(plans)-1].CommitLSN.String())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, r.cfg.MaxBackoff)
+	attempts, err := retry.Until(ctx, retry.Backoff{Min: r.cfg.MinBackoff, Max: r.cfg.MaxBackoff},
+		func() error { return r.apply(ctx, plans) },
+		func(err error, attempt int, delay time.Duration) {
+			r.m.sinkErrors.WithLabelValues("redis").Inc()
+			r.log.Error("apply plan to redis; retrying", "err", err, "attempt", attempt, "retry_in", delay,
+				"lsn", plans[len(plans)-1].CommitLSN.String())
+		})
+	if err == nil && attempts > 1 {
+		r.log.Info("redis sink recovered", "attempts", attempts)
 	}
+	return err
 }
 
 // apply applies plans in three steps, in this order: every revision the
