@@ -233,6 +233,11 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 			s.drainApplier()
 			return err
 		}
+		if errors.Is(err, errSessionHealthy) {
+			// Before the delay is drawn: the reconnection right after a
+			// healthy session is the one that must come soon.
+			backoff.Reset()
+		}
 		delay := backoff.Next()
 		s.m.reconnects.Inc()
 		if IsSlotInUse(err) {
@@ -249,9 +254,6 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 		} else {
 			s.setReason(err.Error())
 			s.log.Error("replication session failed; reconnecting", "err", err, "retry_in", delay)
-		}
-		if errors.Is(err, errSessionHealthy) {
-			backoff.Reset()
 		}
 		if retry.Wait(ctx, delay) != nil {
 			s.drainApplier()
