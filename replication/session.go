@@ -20,13 +20,15 @@ func (s *Stream[T]) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		return nil, configError("database URL: %v", err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	dial := cfg.DialFunc
-	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
+	if s.cfg.RawSockets {
+		dial := cfg.DialFunc
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return pollconn.Wrap(c), nil
 		}
-		return pollconn.Wrap(c), nil
 	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "cdcd"

@@ -94,6 +94,11 @@ type Config[T Tx[T]] struct {
 	// silent as that from its side), and 60s when that is off; never less
 	// than twice StatusInterval.
 	SilenceTimeout time.Duration
+	// RawSockets does the replication connection's reads and writes as raw
+	// system calls (internal/pollconn), which spares the Go runtime a
+	// wake-up of its monitor thread on every message of a quiet stream.
+	// It has no effect where pollconn.Available is false.
+	RawSockets bool
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

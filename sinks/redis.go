@@ -49,7 +49,13 @@ type RedisConfig struct {
 	// MinBackoff and MaxBackoff bound the delay between attempts of a plan
 	// that failed. Defaults 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
+	// RawSockets does the connections' reads and writes as raw system calls
+	// (internal/pollconn), which spares the Go runtime a wake-up of its
+	// monitor thread on every reply. The pool then cannot peek at an idle
+	// connection before using it (see dialer). No effect where
+	// pollconn.Available is false.
+	RawSockets bool
+	Logger     *slog.Logger
 }
 
 // Redis applies plans to one Redis server. Safe for concurrent use, but
@@ -75,7 +81,7 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 	// RESP2: the sink uses no push notifications, and under RESP3 the client
 	// peeks at the socket for them before commands.
 	opt.Protocol = 2
-	opt.Dialer = dialer(opt)
+	opt.Dialer = dialer(opt, cfg.RawSockets)
 	if cfg.UnlinkBatch <= 0 {
 		cfg.UnlinkBatch = 256
 	}
@@ -96,18 +102,21 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 }
 
 // dialer dials with go-redis's own dialer, puts the connection's reads and
-// writes on the raw path (see internal/pollconn) and adds TLS on top, as
-// that dialer would. The wrapped connection does not expose its descriptor,
-// so the pool no longer peeks at it before each use: a connection that died
-// while idle fails its command, is discarded, and Apply retries on a new one.
-func dialer(opt *redis.Options) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// writes on the raw path when raw is set (see internal/pollconn) and adds
+// TLS on top, as that dialer would. A wrapped connection does not expose its
+// descriptor, so the pool no longer peeks at it before each use: a
+// connection that died while idle fails its command, is discarded, and
+// Apply retries on a new one.
+func dialer(opt *redis.Options, raw bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	dial := redis.NewDialer(&redis.Options{DialTimeout: opt.DialTimeout})
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		c = pollconn.Wrap(c)
+		if raw {
+			c = pollconn.Wrap(c)
+		}
 		if opt.TLSConfig == nil {
 			return c, nil
 		}

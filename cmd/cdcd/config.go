@@ -42,6 +42,9 @@ type Config struct {
 	WALPoll      time.Duration `envconfig:"WAL_POLL" default:"10s"`
 
 	Pprof bool `envconfig:"PPROF" default:"false"`
+	// RawSockets: socket I/O of the replication and Redis connections as
+	// raw system calls (internal/pollconn; docs/performance.md).
+	RawSockets bool `envconfig:"RAW_SOCKETS" default:"true"`
 
 	AlertWebhookURL string `envconfig:"ALERT_WEBHOOK_URL"`
 	AlertBuffer     int    `envconfig:"ALERT_BUFFER" default:"1000"`

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/pollconn"
 	"github.com/cdcd/cdcd/replication"
 	"github.com/cdcd/cdcd/rules"
 	"github.com/cdcd/cdcd/sinks"
@@ -118,7 +119,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 	m := sinks.NewMetrics(d.reg)
 	m.Prepare(rs.File())
 	d.sinkMetrics = m
-	redisSink, err := sinks.NewRedis(sinks.RedisConfig{URL: cfg.RedisURL, Logger: log}, m)
+	redisSink, err := sinks.NewRedis(sinks.RedisConfig{URL: cfg.RedisURL, RawSockets: cfg.RawSockets, Logger: log}, m)
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +149,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		SilenceTimeout:  cfg.SilenceTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		ApplyRate:       cfg.ApplyRate,
+		RawSockets:      cfg.RawSockets,
 		Logger:          log,
 		Registerer:      d.reg,
 	})
@@ -175,7 +177,8 @@ func (d *daemon) run(ctx context.Context) error {
 		return err
 	}
 	d.log.Info("starting", "version", version(), "slot", d.cfg.Slot, "publication", d.cfg.Publication,
-		"rules", d.cfg.RulesFile, "tables", d.rules.Load().Tables(), "http", srv.Addr)
+		"rules", d.cfg.RulesFile, "tables", d.rules.Load().Tables(), "http", srv.Addr,
+		"raw_sockets", d.cfg.RawSockets && pollconn.Available)
 
 	d.checkEviction(ctx)
 	g, gctx := errgroup.WithContext(ctx)
