@@ -11,6 +11,7 @@ import (
 
 	"github.com/cdcd/cdcd/internal/pollconn"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -141,7 +142,7 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	if rows, err := query(ctx, conn, "SHOW server_version_num"); err == nil && len(rows) == 1 && rows[0][0] >= "140000" {
 		args = []string{"proto_version '2'", "streaming 'on'"}
 	}
-	args = append(args, "publication_names "+quoteLiteral(quoteIdent(s.cfg.Publication)))
+	args = append(args, "publication_names "+quoteLiteral(pgx.Identifier{s.cfg.Publication}.Sanitize()))
 	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: args,
