@@ -51,8 +51,8 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 	cfg, err := loadConfig()
 	if err != nil {
 		// One line per bad variable, each naming it.
-		for _, line := range splitLines(err.Error()) {
-			fmt.Fprintln(stderr, "cdcd: "+line)
+		for line := range strings.Lines(err.Error()) {
+			fmt.Fprintln(stderr, "cdcd: "+strings.TrimSuffix(line, "\n"))
 		}
 		return exitUsage
 	}
@@ -62,8 +62,8 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 	}
 	if err != nil {
 		// One line per problem, FILE:LINE:COL first, as rules check prints them.
-		for _, line := range splitLines(err.Error()) {
-			fmt.Fprintln(stderr, "cdcd: "+line)
+		for line := range strings.Lines(err.Error()) {
+			fmt.Fprintln(stderr, "cdcd: "+strings.TrimSuffix(line, "\n"))
 		}
 		return exitUsage
 	}
@@ -330,22 +330,6 @@ func newTables(old, cur []string) []string {
 		if !seen[t] {
 			out = append(out, t)
 		}
-	}
-	return out
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i < len(s) {
-			i++
-		}
-		s = s[i:]
 	}
 	return out
 }
