@@ -12,7 +12,8 @@
 //     and the protocol v2 stream messages into committed transactions;
 //   - pgoutput.go: the bounds-checked decoder and the relation cache;
 //   - handoff.go: the queue to the applier goroutine, which calls Apply;
-//   - pacer.go, backoff.go: spacing of batches and of reconnections.
+//   - pacer.go: spacing of batches (reconnections back off with
+//     internal/retry).
 //
 // Each transaction's changes go to the value Config.Begin returned for it,
 // of the caller's type T (Tx[T]): the parts of a streamed transaction are

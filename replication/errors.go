@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -46,7 +47,7 @@ type PublicationError struct {
 
 func (e *PublicationError) Error() string {
 	return fmt.Sprintf("publication %q lacks rule tables %s: add them with ALTER PUBLICATION %s ADD TABLE %s",
-		e.Publication, strings.Join(e.Missing, ", "), quoteIdent(e.Publication), strings.Join(e.Missing, ", "))
+		e.Publication, strings.Join(e.Missing, ", "), pgx.Identifier{e.Publication}.Sanitize(), strings.Join(e.Missing, ", "))
 }
 
 // Unwrap classifies the error as ErrConfig.

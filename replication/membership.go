@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -38,11 +39,7 @@ func unpublished(ctx context.Context, conn *pgconn.PgConn, pub string, tables []
 // check before.
 func addTables(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) error {
 	add := func(ts []string) error {
-		q := make([]string, len(ts))
-		for i, t := range ts {
-			q[i] = quoteTable(t)
-		}
-		_, err := query(ctx, conn, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+strings.Join(q, ", "))
+		_, err := query(ctx, conn, "ALTER PUBLICATION "+pgx.Identifier{pub}.Sanitize()+" ADD TABLE "+tableList(ts))
 		return err
 	}
 	err := add(tables)

@@ -13,6 +13,11 @@ const applyBurst = 10
 // are cheap and latency is what matters; a heavy stream means a busy
 // database, whose CPU every round trip takes from, and there each round
 // trip carries more transactions instead.
+//
+// Not golang.org/x/time/rate: the arrival-rate measure and the stretch
+// would stay here, the limit would be reset with SetLimitAt on every
+// window and a refund become a kept Reservation's CancelAt: the library
+// would replace only the few lines of cell rate below.
 type pacer struct {
 	base  time.Duration // 0: no pacing
 	burst int

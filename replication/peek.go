@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -35,7 +36,7 @@ func Peek[T Tx[T]](ctx context.Context, databaseURL, slot, publication string, l
 	// upto_nchanges counts changes, not transactions, and the server ends
 	// on a transaction boundary; read until limit commits are seen.
 	sql := fmt.Sprintf(`SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL,
-		'proto_version', '1', 'publication_names', %s)`, quoteLiteral(slot), quoteLiteral(quoteIdent(publication)))
+		'proto_version', '1', 'publication_names', %s)`, quoteLiteral(slot), quoteLiteral(pgx.Identifier{publication}.Sanitize()))
 	res := conn.ExecParams(ctx, sql, nil, nil, nil, []int16{1})
 	asm := newAssembler(begin)
 	var out []Committed[T]

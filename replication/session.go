@@ -11,6 +11,7 @@ import (
 
 	"github.com/cdcd/cdcd/internal/pollconn"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -20,13 +21,15 @@ func (s *Stream[T]) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		return nil, configError("database URL: %v", err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	dial := cfg.DialFunc
-	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
+	if s.cfg.RawSockets {
+		dial := cfg.DialFunc
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return pollconn.Wrap(c), nil
 		}
-		return pollconn.Wrap(c), nil
 	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "cdcd"
@@ -139,7 +142,7 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	if rows, err := query(ctx, conn, "SHOW server_version_num"); err == nil && len(rows) == 1 && rows[0][0] >= "140000" {
 		args = []string{"proto_version '2'", "streaming 'on'"}
 	}
-	args = append(args, "publication_names "+quoteLiteral(quoteIdent(s.cfg.Publication)))
+	args = append(args, "publication_names "+quoteLiteral(pgx.Identifier{s.cfg.Publication}.Sanitize()))
 	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: args,

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -30,17 +31,28 @@ func query(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string, er
 	return rows, nil
 }
 
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-// quoteTable quotes "schema.table" as "schema"."table".
-func quoteTable(t string) string {
-	schema, name, ok := strings.Cut(t, ".")
-	if !ok {
-		return quoteIdent(t)
+// quoteLiteral quotes s as a string constant. Replication connections
+// speak only the simple query protocol, so values go into the SQL text, and
+// neither pgx nor pgconn exports a quoting that needs no connection. As
+// PostgreSQL's quote_literal does, a value with a backslash becomes an
+// escape string constant (E'...'), which reads the same whether or not the
+// server has standard_conforming_strings on.
+func quoteLiteral(s string) string {
+	q := "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	if strings.Contains(s, `\`) {
+		q = "E" + strings.ReplaceAll(q, `\`, `\\`)
 	}
-	return quoteIdent(schema) + "." + quoteIdent(name)
+	return q
+}
+
+// tableList quotes tables, each "schema.table", as a comma-separated list
+// of "schema"."table" identifiers.
+func tableList(tables []string) string {
+	q := make([]string, len(tables))
+	for i, t := range tables {
+		q[i] = pgx.Identifier(strings.SplitN(t, ".", 2)).Sanitize()
+	}
+	return strings.Join(q, ", ")
 }
 
 func literalArray(items []string) string {
@@ -91,17 +103,14 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 	if err := guardIdentity(ctx, conn, pub, tables); err != nil {
 		return false, err
 	}
-	q := make([]string, len(tables))
-	for i, t := range tables {
-		q[i] = quoteTable(t)
-	}
-	if _, err := query(ctx, conn, "CREATE PUBLICATION "+quoteIdent(pub)+" FOR TABLE "+strings.Join(q, ", ")); err != nil {
+	ident := pgx.Identifier{pub}.Sanitize()
+	if _, err := query(ctx, conn, "CREATE PUBLICATION "+ident+" FOR TABLE "+tableList(tables)); err != nil {
 		if sqlstate(err) == "42501" {
 			return false, configError("publication %q does not exist and this role may not create it (%v): have a DBA run migrations/004_publication.sql", pub, err)
 		}
 		return false, fmt.Errorf("create publication %q: %w", pub, err)
 	}
-	if _, err := query(ctx, conn, "COMMENT ON PUBLICATION "+quoteIdent(pub)+" IS "+quoteLiteral(managedComment)); err != nil {
+	if _, err := query(ctx, conn, "COMMENT ON PUBLICATION "+ident+" IS "+quoteLiteral(managedComment)); err != nil {
 		return false, fmt.Errorf("mark publication %q as managed by cdcd: %w", pub, err)
 	}
 	return true, nil

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/retry"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,6 +99,11 @@ type Config[T Tx[T]] struct {
 	// silent as that from its side), and 60s when that is off; never less
 	// than twice StatusInterval.
 	SilenceTimeout time.Duration
+	// RawSockets does the replication connection's reads and writes as raw
+	// system calls (internal/pollconn), which spares the Go runtime a
+	// wake-up of its monitor thread on every message of a quiet stream.
+	// It has no effect where pollconn.Available is false.
+	RawSockets bool
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -224,7 +229,7 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 	})
 	defer stopAfter()
 
-	backoff := newBackoff(500*time.Millisecond, s.cfg.MaxBackoff)
+	backoff := retry.Backoff{Min: 500 * time.Millisecond, Max: s.cfg.MaxBackoff, Jitter: true}
 	var lastInUseLog time.Time
 	for {
 		err := s.session(ctx)
@@ -238,12 +243,17 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 			s.drainApplier()
 			return err
 		}
-		delay := backoff.next()
+		if errors.Is(err, errSessionHealthy) {
+			// Before the delay is drawn: the reconnection right after a
+			// healthy session is the one that must come soon.
+			backoff.Reset()
+		}
+		delay := backoff.Next()
 		s.m.reconnects.Inc()
 		if IsSlotInUse(err) {
 			// A standby polls often, to take over soon after the active
 			// instance dies.
-			delay = s.cfg.StandbyPoll/2 + rand.N(s.cfg.StandbyPoll/2+1)
+			delay = retry.Jitter(s.cfg.StandbyPoll)
 			s.m.standby.Set(1)
 			s.setReason("standby: slot " + s.cfg.Slot + " is held by another consumer")
 			// Expected while another instance is active: say so once a minute.
@@ -255,14 +265,9 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 			s.setReason(err.Error())
 			s.log.Error("replication session failed; reconnecting", "err", err, "retry_in", delay)
 		}
-		if errors.Is(err, errSessionHealthy) {
-			backoff.reset()
-		}
-		select {
-		case <-ctx.Done():
+		if retry.Wait(ctx, delay) != nil {
 			s.drainApplier()
 			return nil
-		case <-time.After(delay):
 		}
 	}
 }

@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/cdcd/cdcd/rules"
@@ -58,22 +59,9 @@ func abbreviate(v *string) any {
 	var b strings.Builder
 	b.WriteString((*v)[:cut])
 	b.WriteString("…(")
-	b.WriteString(itoa(len(*v)))
+	b.WriteString(strconv.Itoa(len(*v)))
 	b.WriteString(" bytes)")
 	return b.String()
-}
-
-func itoa(n int) string {
-	var buf [20]byte
-	i := len(buf)
-	for {
-		i--
-		buf[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(buf[i:])
-		}
-	}
 }
 
 // Report logs and counts every violation of the plans.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/retry"
 	"github.com/cdcd/cdcd/rules"
 	"github.com/jackc/pglogrepl"
 )
@@ -101,29 +102,21 @@ func (p *patternRunner) next() *patternJob {
 // run applies job, retrying with backoff until it succeeds or ctx ends.
 func (p *patternRunner) run(ctx context.Context, job *patternJob) bool {
 	start := time.Now()
-	delay := p.r.cfg.MinBackoff
-	for attempt := 1; ; attempt++ {
-		err := p.r.applyJob(ctx, job)
-		if err == nil {
+	_, err := retry.Until(ctx, retry.Backoff{Min: p.r.cfg.MinBackoff, Max: p.r.cfg.MaxBackoff},
+		func() error { return p.r.applyJob(ctx, job) },
+		func(err error, attempt int, delay time.Duration) {
 			if p.r.m != nil {
-				p.r.m.patternTime.Observe(time.Since(start).Seconds())
+				p.r.m.sinkErrors.WithLabelValues("redis").Inc()
 			}
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		if p.r.m != nil {
-			p.r.m.sinkErrors.WithLabelValues("redis").Inc()
-		}
-		p.r.log.Error("pattern invalidation failed; retrying", "err", err, "attempt", attempt, "retry_in", delay, "lsn", job.hold.String())
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, p.r.cfg.MaxBackoff)
+			p.r.log.Error("pattern invalidation failed; retrying", "err", err, "attempt", attempt, "retry_in", delay, "lsn", job.hold.String())
+		})
+	if err != nil {
+		return false
 	}
+	if p.r.m != nil {
+		p.r.m.patternTime.Observe(time.Since(start).Seconds())
+	}
+	return true
 }
 
 func (p *patternRunner) finish(job *patternJob) {

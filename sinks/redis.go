@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cdcd/cdcd/internal/pollconn"
+	"github.com/cdcd/cdcd/internal/retry"
 	"github.com/cdcd/cdcd/rules"
 	"github.com/redis/go-redis/v9"
 )
@@ -66,7 +67,13 @@ type RedisConfig struct {
 	// MinBackoff and MaxBackoff bound the delay between attempts of a plan
 	// that failed. Defaults 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
+	// RawSockets does the connections' reads and writes as raw system calls
+	// (internal/pollconn), which spares the Go runtime a wake-up of its
+	// monitor thread on every reply. The pool then cannot peek at an idle
+	// connection before using it (see dialer). No effect where
+	// pollconn.Available is false.
+	RawSockets bool
+	Logger     *slog.Logger
 }
 
 // Redis applies plans to one Redis server. Safe for concurrent use, but
@@ -126,18 +133,21 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 }
 
 // dialer dials with go-redis's own dialer, puts the connection's reads and
-// writes on the raw path (see internal/pollconn) and adds TLS on top, as
-// that dialer would. The wrapped connection does not expose its descriptor,
-// so the pool no longer peeks at it before each use: a connection that died
-// while idle fails its command, is discarded, and Apply retries on a new one.
-func dialer(opt *redis.Options) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// writes on the raw path when raw is set (see internal/pollconn) and adds
+// TLS on top, as that dialer would. A wrapped connection does not expose its
+// descriptor, so the pool no longer peeks at it before each use: a
+// connection that died while idle fails its command, is discarded, and
+// Apply retries on a new one.
+func dialer(opt *redis.Options, raw bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	dial := redis.NewDialer(&redis.Options{DialTimeout: opt.DialTimeout})
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		c = pollconn.Wrap(c)
+		if raw {
+			c = pollconn.Wrap(c)
+		}
 		if opt.TLSConfig == nil {
 			return c, nil
 		}
@@ -178,28 +188,17 @@ func (r *Redis) Close() error { return r.client.Close() }
 // caller acknowledges nothing meanwhile. Deletes are idempotent and revisions
 // only move forward, so a repeated attempt is harmless.
 func (r *Redis) Apply(ctx context.Context, plans []*rules.Plan) error {
-	delay := r.cfg.MinBackoff
-	for attempt := 1; ; attempt++ {
-		err := r.apply(ctx, plans)
-		if err == nil {
-			if attempt > 1 {
-				r.log.Info("redis sink recovered", "attempts", attempt)
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		r.m.sinkErrors.WithLabelValues("redis").Inc()
-		r.log.Error("apply plan to redis; retrying", "err", err, "attempt", attempt, "retry_in", delay,
-			"lsn", plans[len(plans)-1].CommitLSN.String())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, r.cfg.MaxBackoff)
+	attempts, err := retry.Until(ctx, retry.Backoff{Min: r.cfg.MinBackoff, Max: r.cfg.MaxBackoff},
+		func() error { return r.apply(ctx, plans) },
+		func(err error, attempt int, delay time.Duration) {
+			r.m.sinkErrors.WithLabelValues("redis").Inc()
+			r.log.Error("apply plan to redis; retrying", "err", err, "attempt", attempt, "retry_in", delay,
+				"lsn", plans[len(plans)-1].CommitLSN.String())
+		})
+	if err == nil && attempts > 1 {
+		r.log.Info("redis sink recovered", "attempts", attempts)
 	}
+	return err
 }
 
 // apply applies plans: first every exact revision the plans move, then

@@ -46,7 +46,7 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 		// RESP2: the sink uses no push notifications, and under RESP3 the
 		// client peeks at the socket for them before commands.
 		opt.Protocol = 2
-		opt.Dialer = dialer(opt)
+		opt.Dialer = dialer(opt, cfg.RawSockets)
 		return redis.NewClient(opt), nil
 	case ModeCluster:
 		opt, err := redis.ParseClusterURL(cfg.URL)
@@ -63,7 +63,7 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 		opt.MaxRetries = -1
 		opt.ContextTimeoutEnabled = true
 		opt.Protocol = 2
-		opt.Dialer = dialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout})
+		opt.Dialer = dialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout}, cfg.RawSockets)
 		return redis.NewClusterClient(opt), nil
 	case ModeSentinel:
 		opt, err := redis.ParseFailoverURL(cfg.URL)
@@ -82,7 +82,7 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 		opt.MaxRetries = -1
 		opt.ContextTimeoutEnabled = true
 		opt.Protocol = 2
-		opt.Dialer = dialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout})
+		opt.Dialer = dialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout}, cfg.RawSockets)
 		return redis.NewFailoverClient(opt), nil
 	}
 	return nil, fmt.Errorf("redis mode %q: not one of standalone, cluster, sentinel", cfg.Mode)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/retry"
 	"github.com/cdcd/cdcd/rules"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -135,27 +136,18 @@ func (w *Webhook) Run(ctx context.Context) {
 				break fill
 			}
 		}
-		delay := w.cfg.MinBackoff
-		for attempt := 1; ; attempt++ {
-			err := w.post(ctx, batch)
-			if err == nil {
-				w.posts.WithLabelValues("ok").Inc()
-				if attempt > 1 {
-					w.log.Info("alert webhook recovered", "attempts", attempt, "alerts", len(batch))
-				}
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			w.posts.WithLabelValues("error").Inc()
-			w.log.Warn("alert webhook failed; retrying", "err", err, "attempt", attempt, "retry_in", delay, "alerts", len(batch))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			delay = min(delay*2, w.cfg.MaxBackoff)
+		attempts, err := retry.Until(ctx, retry.Backoff{Min: w.cfg.MinBackoff, Max: w.cfg.MaxBackoff},
+			func() error { return w.post(ctx, batch) },
+			func(err error, attempt int, delay time.Duration) {
+				w.posts.WithLabelValues("error").Inc()
+				w.log.Warn("alert webhook failed; retrying", "err", err, "attempt", attempt, "retry_in", delay, "alerts", len(batch))
+			})
+		if err != nil {
+			return
+		}
+		w.posts.WithLabelValues("ok").Inc()
+		if attempts > 1 {
+			w.log.Info("alert webhook recovered", "attempts", attempts, "alerts", len(batch))
 		}
 	}
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,6 +59,9 @@ type Config struct {
 	WALPoll      time.Duration `envconfig:"WAL_POLL" default:"10s"`
 
 	Pprof bool `envconfig:"PPROF" default:"false"`
+	// RawSockets: socket I/O of the replication and Redis connections as
+	// raw system calls (internal/pollconn; docs/performance.md).
+	RawSockets bool `envconfig:"RAW_SOCKETS" default:"true"`
 
 	AlertWebhookURL string `envconfig:"ALERT_WEBHOOK_URL"`
 	AlertBuffer     int    `envconfig:"ALERT_BUFFER" default:"1000"`
@@ -253,11 +258,7 @@ func passwords(conn string) []string {
 		}
 	}
 	// Longest first, so a password is not half-replaced by one of its parts.
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && len(out[j]) > len(out[j-1]); j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	slices.SortStableFunc(out, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
 	return out
 }
 

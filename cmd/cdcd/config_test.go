@@ -72,3 +72,21 @@ func TestLoadConfigMaxTxBytes(t *testing.T) {
 		t.Errorf("a budget of 1000 bytes: %v", err)
 	}
 }
+
+func TestRawSocketsSetting(t *testing.T) {
+	t.Setenv("CDCD_DATABASE_URL", "postgres://cdcd@db/app")
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.RawSockets {
+		t.Error("CDCD_RAW_SOCKETS unset: off, want on by default")
+	}
+	t.Setenv("CDCD_RAW_SOCKETS", "false")
+	if c, err = loadConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if c.RawSockets {
+		t.Error("CDCD_RAW_SOCKETS=false: still on")
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cdcd/cdcd/internal/pollconn"
 	"github.com/cdcd/cdcd/replication"
 	"github.com/cdcd/cdcd/rules"
 	"github.com/cdcd/cdcd/sinks"
@@ -54,16 +55,16 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 	cfg, err := loadConfig()
 	if err != nil {
 		// One line per bad variable, each naming it.
-		for _, line := range splitLines(err.Error()) {
-			fmt.Fprintln(stderr, "cdcd: "+line)
+		for line := range strings.Lines(err.Error()) {
+			fmt.Fprintln(stderr, "cdcd: "+strings.TrimSuffix(line, "\n"))
 		}
 		return exitUsage
 	}
 	rs, err := rules.Load(cfg.RulesFile, cfg.ruleOptions()...)
 	if err != nil {
 		// One line per problem, FILE:LINE:COL first, as rules check prints them.
-		for _, line := range splitLines(err.Error()) {
-			fmt.Fprintln(stderr, "cdcd: "+line)
+		for line := range strings.Lines(err.Error()) {
+			fmt.Fprintln(stderr, "cdcd: "+strings.TrimSuffix(line, "\n"))
 		}
 		return exitUsage
 	}
@@ -124,7 +125,8 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		TLS:          sinks.TLSFiles{CA: cfg.RedisTLSCAFile, Cert: cfg.RedisTLSCertFile, Key: cfg.RedisTLSKeyFile},
 		WaitReplicas: cfg.RedisWait, WaitTimeout: cfg.RedisWaitTimeout, ShardedPubSub: cfg.RedisSPublish,
 		PatternWorkers: cfg.PatternWorkers, PatternQueue: cfg.PatternQueue,
-		Logger: log,
+		RawSockets: cfg.RawSockets,
+		Logger:     log,
 	}, m)
 	if err != nil {
 		return nil, err
@@ -157,6 +159,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		SilenceTimeout:  cfg.SilenceTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		ApplyRate:       cfg.ApplyRate,
+		RawSockets:      cfg.RawSockets,
 		Logger:          log,
 		Registerer:      d.reg,
 	})
@@ -184,7 +187,8 @@ func (d *daemon) run(ctx context.Context) error {
 		return err
 	}
 	d.log.Info("starting", "version", version(), "slot", d.cfg.Slot, "publication", d.cfg.Publication,
-		"rules", d.cfg.RulesFile, "tables", d.rules.Load().Tables(), "http", srv.Addr)
+		"rules", d.cfg.RulesFile, "tables", d.rules.Load().Tables(), "http", srv.Addr,
+		"raw_sockets", d.cfg.RawSockets && pollconn.Available)
 
 	d.checkEviction(ctx)
 	g, gctx := errgroup.WithContext(ctx)
@@ -336,22 +340,6 @@ func newTables(old, cur []string) []string {
 		if !seen[t] {
 			out = append(out, t)
 		}
-	}
-	return out
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i < len(s) {
-			i++
-		}
-		s = s[i:]
 	}
 	return out
 }

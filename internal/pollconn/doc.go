@@ -10,6 +10,12 @@
 // non-blocking, so the calls never block: pollconn makes them raw and waits
 // for readiness in the network poller, as net does.
 //
+// The cost of the raw path: the connection no longer exposes its
+// descriptor (a client library cannot peek at it, as go-redis's pool health
+// check does), and the race detector does not see the raw system calls. A
+// race build therefore passes connections through unwrapped, as does any
+// system but Linux (Available). Callers make the raw path a setting.
+//
 // Deadlines, Close and the addresses are those of the wrapped connection.
 // A Conn is safe for the concurrent use net.Conn allows.
 package pollconn

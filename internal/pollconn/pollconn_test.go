@@ -14,9 +14,13 @@ import (
 	"github.com/cdcd/cdcd/internal/pollconn"
 )
 
-// pair returns a wrapped client connection and the server side of a TCP
-// connection on loopback.
+// pair returns a client connection on the raw path and the server side of a
+// TCP connection on loopback.
 func pair(t *testing.T) (client net.Conn, server net.Conn) {
+	return pairWith(t, pollconn.RawWrap)
+}
+
+func pairWith(t *testing.T, wrap func(net.Conn) net.Conn) (client net.Conn, server net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,23 +44,36 @@ func pair(t *testing.T) (client net.Conn, server net.Conn) {
 	if !ok {
 		t.Fatal("accept failed")
 	}
-	client = pollconn.Wrap(c)
+	client = wrap(c)
 	t.Cleanup(func() { client.Close(); s.Close() })
 	return client, s
 }
 
-func TestWrapUsesTheRawPath(t *testing.T) {
+func TestRawPathHidesTheDescriptor(t *testing.T) {
 	c, _ := pair(t)
 	if runtime.GOOS != "linux" {
 		t.Skip("the raw path is Linux only")
 	}
 	if _, ok := c.(*net.TCPConn); ok {
-		t.Fatal("Wrap returned the connection unwrapped")
+		t.Fatal("the raw path returned the connection unwrapped")
 	}
 	// The descriptor stays hidden: a client library that finds it would
 	// peek at the socket with ordinary system calls.
 	if _, ok := c.(syscall.Conn); ok {
 		t.Fatal("the wrapped connection exposes its descriptor")
+	}
+}
+
+// Wrap takes the raw path only where it is available: a race build keeps
+// Go's own I/O, which the race detector sees.
+func TestWrapFollowsTheBuild(t *testing.T) {
+	c, _ := pairWith(t, pollconn.Wrap)
+	_, plain := c.(*net.TCPConn)
+	if plain == pollconn.Available {
+		t.Fatalf("Wrap returned %T; raw path available in this build: %t", c, pollconn.Available)
+	}
+	if race && pollconn.Available {
+		t.Fatal("the raw path is available in a race build")
 	}
 }
 
@@ -229,10 +246,10 @@ func TestUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := pollconn.Wrap(raw)
+	c := pollconn.RawWrap(raw)
 	defer c.Close()
 	if _, ok := c.(*net.UnixConn); ok && runtime.GOOS == "linux" {
-		t.Fatal("Wrap returned the Unix connection unwrapped")
+		t.Fatal("the raw path returned the Unix connection unwrapped")
 	}
 	if _, err := c.Write([]byte("hello")); err != nil {
 		t.Fatal(err)

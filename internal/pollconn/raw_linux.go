@@ -9,10 +9,10 @@ import (
 	"unsafe"
 )
 
-// Wrap returns c with reads and writes done as raw system calls on its
+// wrap returns c with reads and writes done as raw system calls on its
 // non-blocking descriptor, waiting in the runtime's network poller. c is
 // returned as it is when it exposes no descriptor.
-func Wrap(c net.Conn) net.Conn {
+func wrap(c net.Conn) net.Conn {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return c

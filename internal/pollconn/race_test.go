@@ -1,0 +1,5 @@
+//go:build race
+
+package pollconn_test
+
+const race = true

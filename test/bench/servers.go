@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cdcd/cdcd/internal/testenv"
+	"github.com/jackc/pglogrepl"
+)
+
+// settle brings the server to the same quiet state before each measured
+// run: dead rows vacuumed, statistics fresh, dirty buffers checkpointed.
+func (b *bench) settle() error {
+	for _, sql := range []string{`VACUUM (ANALYZE) climate_runs`, `VACUUM (ANALYZE) topics`, `CHECKPOINT`} {
+		if err := b.exec(sql); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) exec(sql string, args ...any) error {
+	_, err := b.db.Exec(b.ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
+	return nil
+}
+
+func (b *bench) lsn() pglogrepl.LSN {
+	var s string
+	_ = b.db.QueryRow(b.ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&s)
+	l, _ := pglogrepl.ParseLSN(s)
+	return l
+}
+
+func (b *bench) pgbench(script string, extra ...string) (float64, error) {
+	tool, err := testenv.Tool("pgbench")
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.CreateTemp("", "bench-*.sql")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(script); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	args := append([]string{"-n", "-f", f.Name(), "-d", b.dbURL}, extra...)
+	out, err := exec.Command(tool, args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "tps = ") {
+			v, _ := strconv.ParseFloat(strings.Fields(line)[2], 64)
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("pgbench printed no tps:\n%s", out)
+}
+
+// redisCPU returns the Redis server's user+system CPU time so far.
+func (b *bench) redisCPU() time.Duration {
+	info, err := b.rdb.Info(b.ctx, "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// sentinel is deleted only by the transaction that ends a measured
+// workload (an INSERT into topics).
+const sentinel = "state:summary:core"
