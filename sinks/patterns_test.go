@@ -93,8 +93,8 @@ func TestPatternRunnerBacklogIsBounded(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- p.add(ctx, &patternJob{hold: 2, revs: map[string]string{}}) }()
 	select {
-	case <-done:
-		t.Fatal("add did not wait past the limit")
+	case err := <-done:
+		t.Fatalf("add did not wait past the limit (err %v)", err)
 	case <-time.After(50 * time.Millisecond):
 	}
 	p.finish(job)
