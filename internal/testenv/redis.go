@@ -36,8 +36,9 @@ type Redis struct {
 	Addr string // 127.0.0.1:PORT
 	Port int
 
-	owned bool   // false when the server is external
-	dir   string // temporary directory: working dir and log
+	owned     bool     // false when the server is external
+	dir       string   // temporary directory: working dir and log
+	extraArgs []string // more redis-server arguments, after (and overriding) ours
 
 	// Connection settings for Do, from the URL of an external server.
 	tls            bool
@@ -57,7 +58,12 @@ type Redis struct {
 //
 // If CDCD_TEST_REDIS_URL is set, StartRedis uses that server instead (after
 // a PING); Stop, Restart, Pause and Resume then return an error.
-func StartRedis(ctx context.Context) (*Redis, error) {
+func StartRedis(ctx context.Context) (*Redis, error) { return StartRedisArgs(ctx) }
+
+// StartRedisArgs is StartRedis with more redis-server arguments, after (and
+// overriding) the defaults and kept across Restart, such as
+// "--enable-debug-command", "yes". An external server ignores them.
+func StartRedisArgs(ctx context.Context, args ...string) (*Redis, error) {
 	if u := os.Getenv(envRedisURL); u != "" {
 		return externalRedis(ctx, u)
 	}
@@ -68,7 +74,7 @@ func StartRedis(ctx context.Context) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start redis: %w", err)
 	}
-	r := &Redis{owned: true, dir: dir}
+	r := &Redis{owned: true, dir: dir, extraArgs: args}
 	// Another process may take the free port before the server binds it:
 	// then try another one.
 	for attempt := 1; ; attempt++ {
@@ -141,7 +147,7 @@ func (r *Redis) start(ctx context.Context) (busy bool, err error) {
 		return false, err
 	}
 	defer lf.Close()
-	cmd := exec.Command("redis-server",
+	args := []string{
 		"--port", strconv.Itoa(r.Port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -150,7 +156,8 @@ func (r *Redis) start(ctx context.Context) (busy bool, err error) {
 		"--notify-keyspace-events", "",
 		"--daemonize", "no",
 		"--logfile", "", // stdout, that is lf
-	)
+	}
+	cmd := exec.Command("redis-server", append(args, r.extraArgs...)...)
 	cmd.Dir = r.dir
 	cmd.Stdout, cmd.Stderr = lf, lf // stdin is /dev/null: the server outlives our stdio
 	// Own process group, so terminal signals meant for the test do not hit

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // lag: commit-to-UNLINK latency observed from outside, through keyspace
@@ -38,51 +40,22 @@ func (b *bench) lag() error {
 		return err
 	}
 	defer closeWatch()
-	bg := make(chan error, 1)
-	go func() {
-		_, err := b.pgbench("INSERT INTO topics (title) VALUES ('background');\n", "-c", "2", "-j", "2", "-R", "1000",
-			"-T", strconv.Itoa(*probes/20+5))
-		bg <- err
-	}()
+	bg := b.background(*probes/20 + 5)
 	time.Sleep(2 * time.Second)
-	// The private server commits asynchronously; probes commit as a
-	// production server does, flushing WAL at commit, so the walsender sees
-	// them at once.
-	probe, err := b.db.Acquire(b.ctx)
+	probe, err := b.syncConn()
 	if err != nil {
 		return err
 	}
 	defer probe.Release()
-	if _, err := probe.Exec(b.ctx, `SET synchronous_commit = on`); err != nil {
-		return err
-	}
 	var lat, fromSend, rtt []time.Duration
 	for i := 0; i < *probes; i++ {
 		key := fmt.Sprintf("nodb:%d:climate", 2000000000+i)
-		if err := b.rdb.Set(b.ctx, key, "x", 0).Err(); err != nil {
-			return err
+		t, err := b.probe(probe, deleted, key, `INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 'probe', 'h') RETURNING clock_timestamp()`,
+			2000000000+i)
+		if err != nil {
+			return fmt.Errorf("probe %d: %w", i, err)
 		}
-		start := time.Now()
-		var committed time.Time
-		if err := probe.QueryRow(b.ctx, `INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 'probe', 'h') RETURNING clock_timestamp()`,
-			2000000000+i).Scan(&committed); err != nil {
-			return err
-		}
-		rtt = append(rtt, time.Since(start))
-		timeout := time.After(10 * time.Second)
-	wait:
-		for {
-			select {
-			case d := <-deleted:
-				if d.key == key {
-					lat = append(lat, d.at.Sub(committed))
-					fromSend = append(fromSend, d.at.Sub(start))
-					break wait
-				}
-			case <-timeout:
-				return fmt.Errorf("probe %d never invalidated", i)
-			}
-		}
+		lat, fromSend, rtt = append(lat, t.lat), append(fromSend, t.fromSend), append(rtt, t.rtt)
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err := <-bg; err != nil {
@@ -90,16 +63,79 @@ func (b *bench) lag() error {
 	}
 	m := d.metrics()
 	logf("lag: %.0f transactions in %.0f round trips, paced %.3fs", m["cdcd_apply_batch_transactions_sum"], m["cdcd_apply_batch_transactions_count"], m["cdcd_apply_paced_seconds_total"])
-	for _, d := range [][]time.Duration{lat, fromSend, rtt} {
-		slices.Sort(d)
-	}
-	q := func(d []time.Duration, q float64) string {
-		return d[min(len(d)-1, int(q*float64(len(d))))].Round(10 * time.Microsecond).String()
-	}
+	q := func(d []time.Duration, q float64) string { return quantile(d, q).String() }
 	b.row(fmt.Sprintf("lag, %d probes at 1,000 tx/s: p50", len(lat)), q(lat, 0.50), "target ≤ 1ms; from sending the INSERT "+q(fromSend, 0.50)+", its round trip "+q(rtt, 0.50))
 	b.row("lag: p99", q(lat, 0.99), "target ≤ 5ms; from sending "+q(fromSend, 0.99)+", round trip "+q(rtt, 0.99))
 	b.row("lag: max", q(lat, 1), "from sending "+q(fromSend, 1)+", round trip "+q(rtt, 1))
 	return nil
+}
+
+// background runs 1,000 tx/s of INSERTs into topics (each invalidating
+// summary.core) for seconds, and reports pgbench's end on the channel.
+func (b *bench) background(seconds int) <-chan error {
+	bg := make(chan error, 1)
+	go func() {
+		_, err := b.pgbench("INSERT INTO topics (title) VALUES ('background');\n", "-c", "2", "-j", "2", "-R", "1000",
+			"-T", strconv.Itoa(seconds))
+		bg <- err
+	}()
+	return bg
+}
+
+// syncConn returns a connection that commits synchronously. The private
+// server commits asynchronously; probes commit as a production server does,
+// flushing WAL at commit, so the walsender sees them at once.
+func (b *bench) syncConn() (*pgxpool.Conn, error) {
+	conn, err := b.db.Acquire(b.ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(b.ctx, `SET synchronous_commit = on`); err != nil {
+		conn.Release()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// probeTimes are one probe's latencies: from its commit to its key's
+// deletion, from sending its statement to the deletion, and the
+// statement's own round trip.
+type probeTimes struct{ lat, fromSend, rtt time.Duration }
+
+// probe sets key, runs sql on conn (an autocommit statement whose commit
+// invalidates key and which returns clock_timestamp() at its end: the commit
+// follows at once), and waits for key's deletion event on deleted, ignoring
+// the events of other keys.
+func (b *bench) probe(conn *pgxpool.Conn, deleted <-chan deletion, key, sql string, args ...any) (probeTimes, error) {
+	if err := b.rdb.Set(b.ctx, key, "x", 0).Err(); err != nil {
+		return probeTimes{}, err
+	}
+	start := time.Now()
+	var committed time.Time
+	if err := conn.QueryRow(b.ctx, sql, args...).Scan(&committed); err != nil {
+		return probeTimes{}, err
+	}
+	rtt := time.Since(start)
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case d := <-deleted:
+			if d.key == key {
+				return probeTimes{d.at.Sub(committed), d.at.Sub(start), rtt}, nil
+			}
+		case <-timeout:
+			return probeTimes{}, fmt.Errorf("%s never invalidated", key)
+		}
+	}
+}
+
+// quantile returns the q-quantile of d (which it sorts), to 10µs.
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(q*float64(len(d))))].Round(10 * time.Microsecond)
 }
 
 type deletion struct {

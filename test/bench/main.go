@@ -25,8 +25,12 @@ var (
 	pgbenchT = flag.Int("pgbench-seconds", 8, "seconds per write-cost run")
 	bigTx    = flag.Int("big", 1000000, "rows of the single large transaction")
 	rounds   = flag.Int("rounds", 7, "alternating rounds of the write-cost runs")
-	steps    = flag.String("steps", "drain,lag,write,big", "the measures to take, comma-separated")
+	steps    = flag.String("steps", "drain,lag,write,big,patterns", "the measures to take, comma-separated")
 	pprofDir = flag.String("pprof", "", "when set, save CPU profiles of cdcd (drain and write cost) in this directory")
+
+	patternKeys    = flag.String("pattern-keys", "0,100000,1000000,10000000", "patterns table: unrelated keys in Redis, one row each, comma-separated")
+	patternRates   = flag.String("pattern-rates", "0,2,20", "patterns table: pattern transactions per second, one column each, comma-separated")
+	patternSeconds = flag.Int("pattern-seconds", 12, "patterns table: seconds of load per cell")
 )
 
 type bench struct {
@@ -39,6 +43,7 @@ type bench struct {
 	db    *pgxpool.Pool
 	rdb   *redis.Client
 	rows  [][3]string
+	grids []grid
 }
 
 func main() {
@@ -70,7 +75,7 @@ func run() error {
 		return err
 	}
 	defer b.pg.Stop()
-	if b.rds, err = testenv.StartRedis(ctx); err != nil {
+	if b.rds, err = startRedis(ctx, strings.Contains(*steps, "patterns")); err != nil {
 		return err
 	}
 	defer b.rds.Stop()
@@ -96,11 +101,11 @@ func run() error {
 		return err
 	}
 
-	all := map[string]func() error{"drain": b.drain, "lag": b.lag, "write": b.writeCost, "big": b.bigTransaction, "serve": b.serve}
+	all := map[string]func() error{"drain": b.drain, "lag": b.lag, "write": b.writeCost, "big": b.bigTransaction, "patterns": b.patterns, "serve": b.serve}
 	for _, name := range strings.Split(*steps, ",") {
 		step, ok := all[strings.TrimSpace(name)]
 		if !ok {
-			return fmt.Errorf("-steps: unknown measure %q (drain, lag, write, big, serve)", name)
+			return fmt.Errorf("-steps: unknown measure %q (drain, lag, write, big, patterns, serve)", name)
 		}
 		if err := step(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,20 @@ import (
 	"github.com/cdcd/cdcd/internal/testenv"
 	"github.com/jackc/pglogrepl"
 )
+
+// startRedis starts the bench's Redis. With debug, DEBUG POPULATE is allowed
+// (Redis 7 refuses it by default; Redis 6 knows no such setting and allows
+// it), so the patterns step fills millions of keys in seconds.
+func startRedis(ctx context.Context, debug bool) (*testenv.Redis, error) {
+	if debug {
+		r, err := testenv.StartRedisArgs(ctx, "--enable-debug-command", "yes")
+		if err == nil {
+			return r, nil
+		}
+		logf("redis-server refused --enable-debug-command (%v); starting it without", err)
+	}
+	return testenv.StartRedis(ctx)
+}
 
 // settle brings the server to the same quiet state before each measured
 // run: dead rows vacuumed, statistics fresh, dirty buffers checkpointed.
