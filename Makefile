@@ -44,7 +44,9 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzTemplate$$' -fuzztime=$(FUZZTIME) ./rules/
 	$(GO) test -run='^$$' -fuzz='^FuzzJSONString$$' -fuzztime=$(FUZZTIME) ./rules/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseJSON$$' -fuzztime=$(FUZZTIME) ./rules/
+	$(GO) test -run='^$$' -fuzz='^FuzzPartsWithinBudget$$' -fuzztime=$(FUZZTIME) ./rules/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./replication/
+	$(GO) test -run='^$$' -fuzz='^FuzzAssemble$$' -fuzztime=$(FUZZTIME) ./replication/
 
 ## demo: private Postgres and Redis, cdcd, a scripted workload.
 demo:
