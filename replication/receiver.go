@@ -162,7 +162,7 @@ func (r *receiver[T]) sendStatus(replyRequested bool) error {
 		return errors.New("refusing to send a zero flush position")
 	}
 	if r.s.cfg.BeforeConfirm != nil && flush > r.persisted {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.ConfirmTimeout)
 		err := r.s.cfg.BeforeConfirm(ctx, flush)
 		cancel()
 		if errors.Is(err, ErrSuperseded) || errors.Is(err, ErrResync) {

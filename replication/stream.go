@@ -53,6 +53,9 @@ type Config[T Tx[T]] struct {
 	// nil. It lets the caller record what it confirmed where it can later
 	// tell a gap from its own progress.
 	BeforeConfirm func(ctx context.Context, lsn pglogrepl.LSN) error
+	// ConfirmTimeout bounds a BeforeConfirm call, which runs in the receive
+	// loop. Default 2s.
+	ConfirmTimeout time.Duration
 	// Confirmable, when set, caps a position about to be confirmed: it
 	// returns the highest position at or below lsn that the sinks hold
 	// durably (work they finish beside the ordered path, such as pattern
@@ -179,6 +182,7 @@ func New[T Tx[T]](cfg Config[T]) (*Stream[T], error) {
 	def(&cfg.ShutdownTimeout, 5*time.Second)
 	def(&cfg.MaxBackoff, 30*time.Second)
 	def(&cfg.StandbyPoll, 3*time.Second)
+	def(&cfg.ConfirmTimeout, 2*time.Second)
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 1024
 	}

@@ -152,9 +152,11 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		Apply: func(ctx context.Context, batch []replication.Committed[*rules.Builder]) error {
 			return applier.Apply(ctx, plans(batch))
 		},
-		OnStart:         d.onStart,
-		BeforeConfirm:   d.beforeConfirm,
-		Confirmable:     redisSink.Confirmable,
+		OnStart:       d.onStart,
+		BeforeConfirm: d.beforeConfirm,
+		Confirmable:   redisSink.Confirmable,
+		// Marking every master, and WAITing for replicas there.
+		ConfirmTimeout:  max(2*time.Second, cfg.RedisWaitTimeout+time.Second),
 		StatusInterval:  cfg.StatusInterval,
 		SilenceTimeout:  cfg.SilenceTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
