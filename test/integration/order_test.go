@@ -45,7 +45,7 @@ func TestRevisionMovesBeforeItsKeysAreDeleted(t *testing.T) {
 	cmds = mon.stop()
 	rev = indexOf(cmds, "EVAL", "impact:1:rev")
 	scan := slices.IndexFunc(cmds, func(c []string) bool {
-		return len(c) > 2 && strings.EqualFold(c[0], "SCAN") && strings.HasPrefix(c[3], "impact:")
+		return len(c) > 3 && strings.EqualFold(c[0], "SCAN") && strings.HasPrefix(c[3], "impact:")
 	})
 	if rev < 0 || scan < 0 || rev > scan {
 		t.Fatalf("revision set at command %d, pattern scanned at %d: the revision must move first\n%q", rev, scan, cmds)
