@@ -18,8 +18,17 @@ build:
 ## test: unit and integration tests with the race detector, then brief fuzzing.
 test:
 	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+	$(MAKE) python
 	$(MAKE) fuzz
 	$(MAKE) alerts
+
+## python: the Python read-through helper's tests, against a private
+## redis-server, with the first python3 that has redis-py (python3-redis).
+PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import redis' 2>/dev/null && { echo $$p; break; }; done)
+python:
+	@if [ -z "$(PYTHON)" ]; then echo "python: no python3 with redis-py (install python3-redis)"; exit 1; fi
+	cd clients/python && PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m unittest -v test_cdcd_readthrough
+	@echo "python: clients/python tests passed"
 
 ## alerts: check and unit-test the Prometheus alerting rules.
 alerts:
