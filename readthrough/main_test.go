@@ -30,18 +30,9 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-const testRules = `{
-  "sections": {
-    "item":  { "keys": ["item:{id}"], "revision": "rev:item:{id}" },
-    "owner": { "keys": ["item:{x}"], "revision": "rev:owners" },
-    "list":  { "keys": ["list:{owner}:{page}"], "revision": "rev:list:{owner}" },
-    "bare":  { "keys": ["bare:{id}"] },
-    "odd":   { "keys": ["odd:{a}"], "revision": "rev:odd:{b}" }
-  },
-  "rules": [{ "name": "r", "tables": ["t"], "invalidate": ["item", "owner", "list", "bare", "odd"] }]
-}`
 
-// setup flushes Redis and returns a client and the path of testRules.
+// setup flushes Redis and returns a client and the path of the rules the
+// tests use (shared with the Python helper's tests).
 func setup(t *testing.T) (*redis.Client, string) {
 	t.Helper()
 	opt, err := redis.ParseURL(rds.URL)
@@ -53,11 +44,7 @@ func setup(t *testing.T) (*redis.Client, string) {
 	if err := rdb.FlushAll(t.Context()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "rules.json")
-	if err := os.WriteFile(path, []byte(testRules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return rdb, path
+	return rdb, filepath.Join("testdata", "rules.json")
 }
 
 // fakeCDCD applies a commit's invalidation as cdcd's sink does: the

@@ -21,33 +21,18 @@ import cdcd_readthrough as rt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-RULES = """{
-  "sections": {
-    "item":  { "keys": ["item:{id}"], "revision": "rev:item:{id}" },
-    "owner": { "keys": ["item:{x}"], "revision": "rev:owners" },
-    "list":  { "keys": ["list:{owner}:{page}"], "revision": "rev:list:{owner}" },
-    "bare":  { "keys": ["bare:{id}"] },
-    "odd":   { "keys": ["odd:{a}"], "revision": "rev:odd:{b}" }
-  },
-  "rules": [{ "name": "r", "tables": ["t"], "invalidate": ["item", "owner", "list", "bare", "odd"] }]
-}"""
+# The rules the Go package's tests use.
+RULES = os.path.join(HERE, "..", "..", "readthrough", "testdata", "rules.json")
 
-# cdcd's revision update (sinks/redis.go): forward-only, and a value that
-# is not an LSN is overwritten.
-SET_REVISION = """
-local function ahead(cur, new)
-  if not cur then return false end
-  local ch, cl = string.match(cur, '^(%x+)/(%x+)$')
-  local nh, nl = string.match(new, '^(%x+)/(%x+)$')
-  if not (ch and nh) then return false end
-  ch, cl, nh, nl = tonumber(ch, 16), tonumber(cl, 16), tonumber(nh, 16), tonumber(nl, 16)
-  return ch > nh or (ch == nh and cl >= nl)
-end
-local ok, cur = pcall(redis.call, 'GET', KEYS[1])
-if ok and ahead(cur, ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-"""
+
+def cdcd_script():
+    """cdcd's revision update, read from its sink (sinks/redis.go):
+    forward-only, and a value that is not an LSN is overwritten."""
+    with open(os.path.join(HERE, "..", "..", "sinks", "redis.go"), encoding="utf-8") as f:
+        go = f.read()
+    behind = re.search(r"const lsnBehind = `(.*?)`", go, re.S).group(1)
+    body = re.search(r"var setRevision = redis\.NewScript\(lsnBehind \+ `(.*?)`\)", go, re.S).group(1)
+    return behind + body
 
 
 def free_port():
@@ -96,7 +81,7 @@ def tearDownModule():
 class FakeCDCD:
     def __init__(self, client):
         self.client, self.lsn = client, 0
-        self.set_revision = client.register_script(SET_REVISION)
+        self.set_revision = client.register_script(cdcd_script())
 
     def next_lsn(self):
         self.lsn += 0x100
@@ -122,10 +107,7 @@ class Base(unittest.TestCase):
     def setUp(self):
         self.client = redis.Redis(port=server.port)
         self.client.flushall()
-        fd, self.rules = tempfile.mkstemp(suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            f.write(RULES)
-        self.addCleanup(os.remove, self.rules)
+        self.rules = RULES
         self.cdcd = FakeCDCD(self.client)
 
     def cache(self, **kw):
