@@ -30,7 +30,6 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-
 // setup flushes Redis and returns a client and the path of the rules the
 // tests use (shared with the Python helper's tests).
 func setup(t *testing.T) (*redis.Client, string) {
