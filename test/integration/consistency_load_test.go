@@ -84,7 +84,7 @@ func (h *harness) load(ctx context.Context, key string) string {
 // the cache at rest. caches nil: plain GET/SET readers.
 func (h *harness) run(t *testing.T, d time.Duration, caches []*readthrough.Cache, faults bool) result {
 	t.Helper()
-	h.e.rdb.FlushAll(context.Background())
+	h.forget(t)
 	h.commits = make(map[int][]time.Time)
 	h.reads = nil
 	var r result
@@ -121,6 +121,22 @@ func (h *harness) run(t *testing.T, d time.Duration, caches []*readthrough.Cache
 	h.measure(&r)
 	h.checkAtRest(t, &r)
 	return r
+}
+
+// forget deletes the cached values and revisions of an earlier run (not
+// cdcd's recorded state).
+func (h *harness) forget(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	for _, pattern := range []string{"item:*", "bucket:*", "rev:*"} {
+		keys, err := h.e.rdb.Keys(ctx, pattern).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) > 0 {
+			h.e.rdb.Del(ctx, keys...)
+		}
+	}
 }
 
 // inject spreads faults over d: every 20 s (at least once), cdcd is killed

@@ -14,6 +14,8 @@ import (
 	"github.com/cdcd/cdcd/readthrough"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // The consistency harness (docs/consistency.md): writers, readers that
@@ -70,35 +72,48 @@ func TestConsistency(t *testing.T) {
 	t.Cleanup(pool.Close)
 	h := &harness{e: e, pool: pool, d: e.startDaemon()}
 
+	// The calm runs (no faults) last a sixth of the faulty one, 5 s at least.
+	calm := max(5*time.Second, time.Duration(seconds)*time.Second/6)
+
 	// The control first: plain fills, no faults. A few rounds at most, in
 	// case one ends with every key's last fill after its last write.
 	var control result
 	for round := 1; round <= 3 && control.staleAtRest == 0; round++ {
-		control = h.run(t, 5*time.Second, nil, false)
+		control = h.run(t, calm, nil, false)
 	}
-	t.Logf("control, plain GET/SET fills: %s", control.summary())
+	t.Logf("control, plain GET/SET fills, no faults: %s", control.summary())
+	t.Logf("  cdcd: %s", lagShares(t, h.d))
 	if control.staleAtRest == 0 {
 		t.Fatal("the control left no stale value: the harness cannot see the race it is meant to catch")
 	}
 
-	reg := prometheus.NewRegistry()
-	var caches []*readthrough.Cache
-	for i, opts := range [][]readthrough.Option{nil, {readthrough.WithSetThenCheck()}} {
-		c, err := readthrough.New(e.rdb, e.rules, append(opts, readthrough.WithRegisterer(
-			prometheus.WrapRegistererWith(prometheus.Labels{"cache": strconv.Itoa(i)}, reg)))...)
-		if err != nil {
-			t.Fatal(err)
+	// Guarded readers: one cache fills by compare-and-set, the other by
+	// set-then-check; first without faults, then with.
+	for _, faults := range []bool{false, true} {
+		reg := prometheus.NewRegistry()
+		var caches []*readthrough.Cache
+		for i, opts := range [][]readthrough.Option{nil, {readthrough.WithSetThenCheck()}} {
+			c, err := readthrough.New(e.rdb, e.rules, append(opts, readthrough.WithRegisterer(
+				prometheus.WrapRegistererWith(prometheus.Labels{"cache": strconv.Itoa(i)}, reg)))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			caches = append(caches, c)
 		}
-		caches = append(caches, c)
-	}
-	guarded := h.run(t, time.Duration(seconds)*time.Second, caches, true)
-	t.Logf("guarded readers: %s", guarded.summary())
-	t.Logf("guarded fills: %s", fillCounts(t, reg))
-	if guarded.staleAtRest != 0 {
-		t.Errorf("%d keys stale at rest with guarded readers: %s", guarded.staleAtRest, strings.Join(guarded.staleKeys, ", "))
-	}
-	if guarded.reads == 0 || guarded.faults == 0 {
-		t.Errorf("the guarded run read %d times under %d faults", guarded.reads, guarded.faults)
+		d, name := calm, "guarded readers, no faults"
+		if faults {
+			d, name = time.Duration(seconds)*time.Second, "guarded readers, with faults"
+		}
+		guarded := h.run(t, d, caches, faults)
+		t.Logf("%s: %s", name, guarded.summary())
+		t.Logf("  fills: %s", fillCounts(t, reg))
+		t.Logf("  cdcd (since its last restart): %s", lagShares(t, h.d))
+		if guarded.staleAtRest != 0 {
+			t.Errorf("%s: %d keys stale at rest: %s", name, guarded.staleAtRest, strings.Join(guarded.staleKeys, ", "))
+		}
+		if guarded.reads == 0 || faults && guarded.faults == 0 {
+			t.Errorf("%s: %d reads under %d faults", name, guarded.reads, guarded.faults)
+		}
 	}
 }
 
@@ -183,4 +198,37 @@ func (h *harness) checkAtRest(t *testing.T, r *result) {
 			r.staleKeys = append(r.staleKeys, fmt.Sprintf("%s=%s (database %s)", key, v, want))
 		}
 	}
+}
+
+// lagShares reads cdcd's commit-to-invalidate histogram: how many
+// transactions took longer than each threshold, which bounds how stale a
+// cached value can be read.
+func lagShares(t *testing.T, d *daemon) string {
+	t.Helper()
+	code, body, err := d.get("/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("GET /metrics: %d %v", code, err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fam, ok := fams["cdcd_commit_to_invalidate_seconds"]
+	if !ok || len(fam.GetMetric()) == 0 {
+		return "no transactions"
+	}
+	h := fam.GetMetric()[0].GetHistogram()
+	total := h.GetSampleCount()
+	out := []string{fmt.Sprintf("%d transactions", total)}
+	for _, T := range thresholds {
+		within := uint64(0)
+		for _, b := range h.GetBucket() {
+			if b.GetUpperBound() <= T.Seconds() {
+				within = b.GetCumulativeCount()
+			}
+		}
+		out = append(out, fmt.Sprintf("commit to invalidation > %v: %d", T, total-within))
+	}
+	return strings.Join(out, ", ")
 }
