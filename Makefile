@@ -48,7 +48,7 @@ chaos:
 	CDCD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -race -count=1 -timeout 60m -v -run 'TestFaultSuite' ./test/integration/
 
 ## consistency: the read-through harness at length (make test runs it for
-## about 12 s): stale values at rest, and reads older than the database in
+## about 25 s): stale values at rest, and reads older than the database in
 ## nines, for guarded readers and for a plain GET/SET control.
 CONSISTENCY_SECONDS ?= 300
 consistency:
