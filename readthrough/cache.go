@@ -196,20 +196,21 @@ func (c *Cache) setThenCheck(ctx context.Context, key string, v []byte, revs, ob
 	if err := c.client.Set(ctx, key, v, provisional).Err(); err != nil {
 		return false, err
 	}
-	moved := false
+	// The value must go even if the caller gives up meanwhile.
+	drop := func() error {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		return c.client.Del(dctx, key).Err()
+	}
 	for i, rev := range revs {
 		cur, err := c.client.Get(ctx, rev).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			_ = c.client.Del(ctx, key).Err() // best effort; hold bounds the rest
+			_ = drop() // best effort; hold bounds the rest
 			return false, err
 		}
 		if err != nil || cur != observed[i] {
-			moved = true
-			break
+			return false, drop()
 		}
-	}
-	if moved {
-		return false, c.client.Del(ctx, key).Err()
 	}
 	if err := keep.Run(ctx, c.client, []string{key}, v, ttl).Err(); err != nil {
 		return false, err
