@@ -8,7 +8,7 @@ FUZZTIME ?= 5s
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 LDFLAGS  := -s -w -X main.Version=$(VERSION)
 
-.PHONY: all build test unit integration chaos fuzz alerts demo lint bench clean
+.PHONY: all build test unit integration chaos consistency python fuzz alerts demo lint bench clean
 
 all: lint build test
 
@@ -18,8 +18,17 @@ build:
 ## test: unit and integration tests with the race detector, then brief fuzzing.
 test:
 	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+	$(MAKE) python
 	$(MAKE) fuzz
 	$(MAKE) alerts
+
+## python: the Python read-through helper's tests, against a private
+## redis-server, with the first python3 that has redis-py (python3-redis).
+PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import redis' 2>/dev/null && { echo $$p; break; }; done)
+python:
+	@if [ -z "$(PYTHON)" ]; then echo "python: no python3 with redis-py (install python3-redis)"; exit 1; fi
+	cd clients/python && PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m unittest -v test_cdcd_readthrough
+	@echo "python: clients/python tests passed"
 
 ## alerts: check and unit-test the Prometheus alerting rules.
 alerts:
@@ -38,10 +47,18 @@ CHAOS_ROUNDS ?= 80
 chaos:
 	CDCD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -race -count=1 -timeout 60m -v -run 'TestFaultSuite' ./test/integration/
 
+## consistency: the read-through harness at length (make test runs it for
+## about 25 s): stale values at rest, and reads older than the database in
+## nines, for guarded readers and for a plain GET/SET control.
+CONSISTENCY_SECONDS ?= 300
+consistency:
+	CDCD_CONSISTENCY_SECONDS=$(CONSISTENCY_SECONDS) $(GO) test -count=1 -timeout 60m -v -run 'TestConsistency' ./test/integration/
+
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./rules/
 	$(GO) test -run='^$$' -fuzz='^FuzzTemplate$$' -fuzztime=$(FUZZTIME) ./rules/
+	$(GO) test -run='^$$' -fuzz='^FuzzTemplateMatch$$' -fuzztime=$(FUZZTIME) ./rules/
 	$(GO) test -run='^$$' -fuzz='^FuzzJSONString$$' -fuzztime=$(FUZZTIME) ./rules/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseJSON$$' -fuzztime=$(FUZZTIME) ./rules/
 	$(GO) test -run='^$$' -fuzz='^FuzzPartsWithinBudget$$' -fuzztime=$(FUZZTIME) ./rules/

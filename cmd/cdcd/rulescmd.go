@@ -59,6 +59,7 @@ func rulesCheck(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	f := rs.File()
+	warns := readerAdvice(f, path, stdout)
 	live := ""
 	if dbURL := os.Getenv("CDCD_DATABASE_URL"); dbURL != "" {
 		findings, err := checkLive(context.Background(), dbURL, envOr("CDCD_PUBLICATION", "cdcd"), f)
@@ -66,20 +67,24 @@ func rulesCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s: cannot check against the database: %s\n", path, redact(err.Error(), dbURL))
 			return exitFailure
 		}
-		errs, warns := 0, 0
+		errs, liveWarns := 0, 0
 		for _, fd := range findings {
 			fmt.Fprintln(stdout, fd.Format(path))
 			switch fd.Severity {
 			case catalog.Error:
 				errs++
 			case catalog.Warning:
-				warns++
+				liveWarns++
 			}
 		}
-		if errs > 0 || (*strict && warns > 0) {
+		if errs > 0 {
 			return exitFailure
 		}
-		live = fmt.Sprintf(", checked against the database (%d warnings)", warns)
+		warns += liveWarns
+		live = fmt.Sprintf(", checked against the database (%d warnings)", liveWarns)
+	}
+	if *strict && warns > 0 {
+		return exitFailure
 	}
 	fmt.Fprintf(stdout, "%s: ok: %d sections, %d rules, %d invariants over %d tables%s\n",
 		path, len(f.Sections), len(f.Rules), len(f.Invariants), len(rs.Tables()), live)
@@ -122,4 +127,19 @@ func rulesPath(args []string) string {
 		return p
 	}
 	return "rules.json"
+}
+
+// readerAdvice prints what the rules imply for read-through readers
+// (docs/consistency.md) and returns the number of warnings among it.
+func readerAdvice(f *rules.File, path string, stdout io.Writer) int {
+	warnings := 0
+	for _, a := range f.ReaderAdvice() {
+		sev := catalog.Note
+		if !a.Note {
+			sev = catalog.Warning
+			warnings++
+		}
+		fmt.Fprintln(stdout, catalog.Finding{Severity: sev, Pos: a.Pos, Msg: a.Msg}.Format(path))
+	}
+	return warnings
 }

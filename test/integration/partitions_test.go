@@ -23,9 +23,9 @@ ALTER TABLE readings_us REPLICA IDENTITY FULL;`
 // partition.
 const partitionRules = `{
   "sections": {
-    "site": { "keys": ["site:{site}"] },
-    "all":  { "keys": ["readings:all"] },
-    "eu":   { "keys": ["eu:{id}"] }
+    "site": { "keys": ["site:{site}"], "revision": "site:{site}:rev" },
+    "all":  { "keys": ["readings:all"], "revision": "readings:all:rev" },
+    "eu":   { "keys": ["eu:{id}"], "revision": "eu:{id}:rev" }
   },
   "rules": [
     { "name": "readings", "tables": ["public.readings"], "invalidate": ["site", "all"] },
