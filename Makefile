@@ -17,7 +17,7 @@ build:
 
 ## test: unit and integration tests with the race detector, then brief fuzzing.
 test:
-	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(MAKE) python
 	$(MAKE) fuzz
 	$(MAKE) alerts

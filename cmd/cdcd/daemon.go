@@ -33,6 +33,9 @@ type daemon struct {
 	rules  atomic.Pointer[rules.Rules]
 	stream *replication.Stream[*rules.Builder]
 	redis  *sinks.Redis
+	// vis holds batches back until they are visible, under synchronous
+	// replication.
+	vis *visibility
 	// applier applies every plan, the stream's and a gap's.
 	applier     *sinks.Applier
 	webhook     *sinks.Webhook // nil without CDCD_ALERT_WEBHOOK_URL
@@ -116,6 +119,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 	d.rulesLoadedAt.SetToCurrentTime()
 
 	d.verify = newVerifier(d)
+	d.vis = &visibility{dbURL: cfg.DatabaseURL, log: log}
 	d.wal = newWALMonitor(d, cfg.WALPoll)
 	m := sinks.NewMetrics(d.reg)
 	m.Prepare(rs.File())
@@ -150,6 +154,9 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		// The catalog check of rules check, before each session (and each reload).
 		CheckPublication: d.checkPublication,
 		Apply: func(ctx context.Context, batch []replication.Committed[*rules.Builder]) error {
+			if err := d.visible(ctx, batch); err != nil {
+				return err
+			}
 			return applier.Apply(ctx, plans(batch))
 		},
 		OnStart:       d.onStart,

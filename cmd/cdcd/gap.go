@@ -47,6 +47,9 @@ func gapOf(rec sinks.Recorded, st replication.Start) (reason, why string) {
 // streaming, and says why. Then it records the session's server and
 // position, unless another instance changed the state meanwhile.
 func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
+	if err := d.vis.check(ctx); err != nil {
+		return err
+	}
 	rec, err := d.redis.LoadState(ctx, d.cfg.Slot)
 	if err != nil {
 		return fmt.Errorf("read the recorded state of slot %s from redis: %w", d.cfg.Slot, err)
