@@ -239,7 +239,7 @@ func (r *Redis) applyJob(ctx context.Context, job *patternJob) error {
 		err := r.scanEach(ctx, pattern, func(keys []string) error {
 			for _, k := range keys {
 				if job.reset {
-					pipe.Set(ctx, k, lsn, 0)
+					resetRevision(ctx, pipe, k, lsn)
 				} else {
 					setRevision.Eval(ctx, pipe, []string{k}, lsn)
 				}

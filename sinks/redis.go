@@ -40,6 +40,28 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 `)
 
+// resetRevisionScript sets KEYS[1] to ARGV[1], or to ARGV[2] (the next
+// position) when it holds ARGV[1] already: a gap's reset must change every
+// revision, or a reader holding that very value from another server would
+// not see it move.
+var resetRevisionScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+`)
+
+// resetRevision queues a gap's reset of revision key to lsn (pg_lsn text).
+func resetRevision(ctx context.Context, pipe redis.Pipeliner, key, lsn string) {
+	next := lsn
+	if l, err := pglogrepl.ParseLSN(lsn); err == nil {
+		next = (l + 1).String()
+	}
+	resetRevisionScript.Eval(ctx, pipe, []string{key}, lsn, next)
+}
+
 // RedisConfig configures the Redis sink.
 type RedisConfig struct {
 	// URL is a redis:// or rediss:// URL, in the form Mode's parser reads.
@@ -261,7 +283,7 @@ func (r *Redis) queueRevisions(ctx context.Context, pipe redis.Pipeliner, plans 
 	reset := len(plans) == 1 && plans[0].Gap
 	for _, k := range order {
 		if reset {
-			pipe.Set(ctx, k, revs[k], 0)
+			resetRevision(ctx, pipe, k, revs[k])
 		} else {
 			setRevision.Eval(ctx, pipe, []string{k}, revs[k])
 		}
