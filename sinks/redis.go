@@ -365,23 +365,11 @@ func exec(ctx context.Context, pipe redis.Pipeliner) error {
 func (r *Redis) scanEach(ctx context.Context, pattern string, fn func(keys []string) error) error {
 	var mu sync.Mutex
 	return r.forEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
-			if err != nil {
-				return err
-			}
+		return r.scanNode(ctx, c, pattern, func(keys []string) error {
 			mu.Lock()
-			err = fn(keys)
-			mu.Unlock()
-			if err != nil {
-				return err
-			}
-			if next == 0 {
-				return nil
-			}
-			cursor = next
-		}
+			defer mu.Unlock()
+			return fn(keys)
+		})
 	})
 }
 
@@ -389,23 +377,31 @@ func (r *Redis) scanEach(ctx context.Context, pattern string, fn func(keys []str
 // and deleting what it returns on that master, page by page.
 func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
 	return r.forEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
-			if err != nil {
+		return r.scanNode(ctx, c, pattern, func(keys []string) error {
+			pipe := c.Pipeline()
+			r.queueUnlinkKeys(ctx, pipe, keys)
+			return exec(ctx, pipe)
+		})
+	})
+}
+
+// scanNode calls fn with each non-empty page of keys matching pattern on
+// the node c.
+func (r *Redis) scanNode(ctx context.Context, c *redis.Client, pattern string, fn func(keys []string) error) error {
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := fn(keys); err != nil {
 				return err
 			}
-			if len(keys) > 0 {
-				pipe := c.Pipeline()
-				r.queueUnlinkKeys(ctx, pipe, keys)
-				if err := exec(ctx, pipe); err != nil {
-					return err
-				}
-			}
-			if next == 0 {
-				return nil
-			}
-			cursor = next
 		}
-	})
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
 }

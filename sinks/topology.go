@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -38,14 +40,7 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 		if opt.TLSConfig, err = withFiles(opt.TLSConfig, cfg.TLS); err != nil {
 			return nil, err
 		}
-		// The sink retries whole plans itself; the client's own retries
-		// would only hide how long an attempt took.
-		opt.MaxRetries = -1
-		// Let callers' deadlines (the readiness probe's) bound a command.
-		opt.ContextTimeoutEnabled = true
-		// RESP2: the sink uses no push notifications, and under RESP3 the
-		// client peeks at the socket for them before commands.
-		opt.Protocol = 2
+		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.Protocol = sinkRetries, true, sinkProtocol
 		opt.Dialer = dialer(opt, cfg.RawSockets)
 		return redis.NewClient(opt), nil
 	case ModeCluster:
@@ -53,17 +48,10 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis cluster URL: %w", err)
 		}
-		if opt.TLSConfig, err = withFiles(opt.TLSConfig, cfg.TLS); err != nil {
+		if opt.TLSConfig, opt.Dialer, err = nodeDialer(opt.TLSConfig, opt.DialTimeout, cfg); err != nil {
 			return nil, err
 		}
-		if opt.TLSConfig != nil {
-			// Each node is verified under its own name.
-			opt.TLSConfig.ServerName = ""
-		}
-		opt.MaxRetries = -1
-		opt.ContextTimeoutEnabled = true
-		opt.Protocol = 2
-		opt.Dialer = dialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout}, cfg.RawSockets)
+		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.Protocol = sinkRetries, true, sinkProtocol
 		return redis.NewClusterClient(opt), nil
 	case ModeSentinel:
 		opt, err := redis.ParseFailoverURL(cfg.URL)
@@ -73,19 +61,38 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 		if opt.MasterName == "" {
 			return nil, errors.New("redis sentinel URL: no master_name")
 		}
-		if opt.TLSConfig, err = withFiles(opt.TLSConfig, cfg.TLS); err != nil {
+		if opt.TLSConfig, opt.Dialer, err = nodeDialer(opt.TLSConfig, opt.DialTimeout, cfg); err != nil {
 			return nil, err
 		}
-		if opt.TLSConfig != nil {
-			opt.TLSConfig.ServerName = ""
-		}
-		opt.MaxRetries = -1
-		opt.ContextTimeoutEnabled = true
-		opt.Protocol = 2
-		opt.Dialer = dialer(&redis.Options{TLSConfig: opt.TLSConfig, DialTimeout: opt.DialTimeout}, cfg.RawSockets)
+		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.Protocol = sinkRetries, true, sinkProtocol
 		return redis.NewFailoverClient(opt), nil
 	}
 	return nil, fmt.Errorf("redis mode %q: not one of standalone, cluster, sentinel", cfg.Mode)
+}
+
+// What every mode's client is told:
+//   - MaxRetries -1: the sink retries whole plans itself; the client's own
+//     retries would only hide how long an attempt took;
+//   - ContextTimeoutEnabled: callers' deadlines (the readiness probe's)
+//     bound a command;
+//   - RESP2: the sink uses no push notifications, and under RESP3 the
+//     client peeks at the socket for them before commands.
+const (
+	sinkRetries  = -1
+	sinkProtocol = 2
+)
+
+// nodeDialer returns the TLS config and dialer of a client that reaches
+// several nodes: each node's certificate is verified under its own name.
+func nodeDialer(base *tls.Config, dialTimeout time.Duration, cfg RedisConfig) (*tls.Config, func(context.Context, string, string) (net.Conn, error), error) {
+	tc, err := withFiles(base, cfg.TLS)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tc != nil {
+		tc.ServerName = ""
+	}
+	return tc, dialer(&redis.Options{TLSConfig: tc, DialTimeout: dialTimeout}, cfg.RawSockets), nil
 }
 
 // withFiles adds the CA and the client certificate to the TLS config a
