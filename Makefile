@@ -40,7 +40,7 @@ unit:
 
 ## integration: end-to-end tests against private PostgreSQL and Redis.
 integration:
-	$(GO) test -race -count=1 -timeout 12m ./test/integration/...
+	$(GO) test -race -count=1 -timeout 20m ./test/integration/...
 
 ## chaos: the fault suite at length (make test runs it at CI size).
 CHAOS_ROUNDS ?= 80
