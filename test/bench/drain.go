@@ -86,7 +86,7 @@ func (b *bench) drain() error {
 		logf("drain round %d: pg_recvlogical %s, cdcd %s", i+1, rWall[i].Round(time.Millisecond), cWall[i].Round(time.Millisecond))
 	}
 	for _, s := range slots {
-		if err := b.exec(`SELECT pg_drop_replication_slot($1)`, s); err != nil {
+		if err := b.dropSlot(s); err != nil {
 			return err
 		}
 	}

@@ -161,7 +161,7 @@ func (b *bench) patternCell(cell, rate int, row int64) (patternResult, error) {
 		return r, err
 	}
 	defer func() {
-		if err := b.exec(`SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+		if err := b.dropSlot(slot); err != nil {
 			logf("patterns: %v", err)
 		}
 	}()

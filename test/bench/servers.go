@@ -46,6 +46,19 @@ func (b *bench) exec(sql string, args ...any) error {
 	return nil
 }
 
+// dropSlot drops a slot once its consumer's walsender has let go of it:
+// that outlives the client process by a moment.
+func (b *bench) dropSlot(slot string) error {
+	var err error
+	for range 100 {
+		if err = b.exec(`SELECT pg_drop_replication_slot($1)`, slot); err == nil || !strings.Contains(err.Error(), "55006") {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
 func (b *bench) lsn() pglogrepl.LSN {
 	var s string
 	_ = b.db.QueryRow(b.ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&s)

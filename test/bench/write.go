@@ -67,7 +67,7 @@ func (b *bench) writeCost() error {
 				stop = func() error {
 					_ = cmd.Process.Signal(syscall.SIGINT)
 					_ = cmd.Wait()
-					return b.exec(`SELECT pg_drop_replication_slot($1)`, slot)
+					return b.dropSlot(slot)
 				}
 			case "cdcd":
 				var err error
@@ -77,7 +77,7 @@ func (b *bench) writeCost() error {
 				pid = d.cmd.Process.Pid
 				stop = func() error {
 					d.stop()
-					return b.exec(`SELECT pg_drop_replication_slot($1)`, slot)
+					return b.dropSlot(slot)
 				}
 			case "trigger":
 				if err := b.exec(`CREATE OR REPLACE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
