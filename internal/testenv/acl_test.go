@@ -68,6 +68,9 @@ func TestRedisOptionsRejected(t *testing.T) {
 	if _, err := StartRedis(ctx, WithReplicaProxy()); err == nil {
 		t.Error("StartRedis accepted WithReplicaProxy")
 	}
+	if _, err := StartRedisCluster(ctx, 3, 1, WithReplicaProxy()); err == nil {
+		t.Error("StartRedisCluster accepted WithReplicaProxy")
+	}
 	if _, err := StartRedis(ctx, WithTLS(MustCA(t), "maybe")); err == nil {
 		t.Error("StartRedis accepted tls-auth-clients maybe")
 	}

@@ -294,6 +294,13 @@ func (r *Redis) kill() {
 	r.cmd, r.exited = nil, nil
 }
 
+// running reports whether the server process runs (perhaps paused).
+func (r *Redis) running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd != nil
+}
+
 // Pause freezes the server with SIGSTOP: connections stay open and new ones
 // are accepted by the kernel, but nothing is answered until Resume.
 func (r *Redis) Pause() error { return r.signal("pause", syscall.SIGSTOP) }

@@ -9,6 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"testing"
+	"time"
 )
 
 // redisSpec is how a private redis-server runs, beyond the settings every
@@ -134,4 +137,126 @@ func (r *Redis) UserURL(user, password string) string {
 	}
 	u := url.URL{Scheme: scheme, User: url.UserPassword(user, password), Host: r.Addr, Path: "/0"}
 	return u.String()
+}
+
+// pollLimit bounds poll when ctx has no deadline.
+const pollLimit = time.Minute
+
+// poll runs check every 50ms until it succeeds, and returns its last error
+// once ctx ends (or after a minute if ctx has no deadline). Each check gets
+// at most 2s, so that a frozen server cannot hold poll past its limit.
+func poll(ctx context.Context, check func(context.Context) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, pollLimit)
+		defer cancel()
+	}
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := check(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gave up waiting (%v): %w", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// waitReplicated waits until every one of replicas has applied all that
+// primary had written when it was called (its replication offset).
+func waitReplicated(ctx context.Context, primary *Redis, replicas []*Redis) error {
+	offset := func(ctx context.Context, r *Redis, field string) (int64, error) {
+		info, err := r.Do(ctx, "INFO", "replication")
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.ParseInt(infoField(info, field), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %s: %w", r.Addr, field, err)
+		}
+		return n, nil
+	}
+	want, err := offset(ctx, primary, "master_repl_offset")
+	if err != nil {
+		return err
+	}
+	return poll(ctx, func(ctx context.Context) error {
+		for _, r := range replicas {
+			got, err := offset(ctx, r, "slave_repl_offset")
+			if err != nil {
+				return err
+			}
+			if got < want {
+				return fmt.Errorf("replica %s is at offset %d of %d", r.Addr, got, want)
+			}
+		}
+		return nil
+	})
+}
+
+// replicationIs checks that field of r's INFO replication is want, e.g.
+// role master or master_link_status up.
+func replicationIs(ctx context.Context, r *Redis, field, want string) error {
+	info, err := r.Do(ctx, "INFO", "replication")
+	if err != nil {
+		return err
+	}
+	if got := infoField(info, field); got != want {
+		return fmt.Errorf("%s: %s is %s, not %s", r.Addr, field, got, want)
+	}
+	return nil
+}
+
+// serverAt returns the one of servers at addr (host:port), nil if none is.
+func serverAt(servers []*Redis, addr string) *Redis {
+	for _, n := range servers {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	return nil
+}
+
+// groupURL returns scheme://addrs[0]?param&addr=addrs[1]&addr=…, the form
+// of go-redis's ParseClusterURL and ParseFailoverURL, with the scheme
+// rediss for TLS. param may be empty.
+func groupURL(tls bool, addrs []string, param string) string {
+	scheme := "redis"
+	if tls {
+		scheme = "rediss"
+	}
+	params := []string{}
+	if param != "" {
+		params = append(params, param)
+	}
+	for _, a := range addrs[1:] {
+		params = append(params, "addr="+a)
+	}
+	u := scheme + "://" + addrs[0]
+	if len(params) > 0 {
+		u += "?" + strings.Join(params, "&")
+	}
+	return u
+}
+
+// mustStart runs start with a timeout or fails t (it never skips), and has
+// stop run when t ends, also when t fails midway.
+func mustStart[T any](t testing.TB, timeout time.Duration, start func(context.Context) (T, error), stop func(T) error) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	v, err := start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stop(v); err != nil {
+			t.Log(err)
+		}
+	})
+	return v
 }

@@ -76,6 +76,29 @@ func TestRedisTLS(t *testing.T) {
 	}
 }
 
+func TestRedisClusterTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ca := MustCA(t)
+	c := MustRedisCluster(t, 3, 1, WithTLS(ca, RequireClientCert))
+	if !strings.HasPrefix(c.URL(), "rediss://") {
+		t.Fatalf("URL %s", c.URL())
+	}
+	writeEveryMaster(t, ctx, c, clusterClient(t, c, ca), 30)
+
+	opt, err := redis.ParseClusterURL(c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.TLSConfig.RootCAs = ca.Pool() // and no client certificate
+	opt.MaxRedirects = -1
+	cc := redis.NewClusterClient(opt)
+	defer cc.Close()
+	if err := cc.Ping(ctx).Err(); err == nil {
+		t.Fatal("without a client certificate: connected")
+	}
+}
+
 func TestPostgresTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
