@@ -99,6 +99,21 @@ func TestRedisClusterTLS(t *testing.T) {
 	}
 }
 
+func TestRedisSentinelTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ca := MustCA(t)
+	s := MustRedisSentinel(t, 1, WithTLS(ca, RequireClientCert))
+	if !strings.HasPrefix(s.URL(), "rediss://") {
+		t.Fatalf("URL %s", s.URL())
+	}
+	c := failoverClient(t, s, ca)
+	setAndWait(t, ctx, c, 1, 1, "k")
+	if v, err := s.Nodes[1].Do(ctx, "GET", "k"); err != nil || v != "v" {
+		t.Fatalf("replica: GET k = %q, %v", v, err)
+	}
+}
+
 func TestPostgresTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
