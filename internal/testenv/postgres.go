@@ -49,6 +49,7 @@ type Postgres struct {
 	removed bool // Stop has removed base
 
 	extraArgs []string // more postgres arguments, after (and overriding) ours; for tests
+	sslQuery  string   // the TLS parameters of DatabaseURL; "" means sslmode=disable
 }
 
 // StartPostgres starts a private PostgreSQL server on a free 127.0.0.1 port,
@@ -82,7 +83,18 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 // from the one under test (a database behind the same URL that is another
 // server, with another system identifier), whatever that one is.
 func StartPrivatePostgres(ctx context.Context) (*Postgres, error) {
+	return startPrivatePostgres(ctx, nil)
+}
+
+// startPrivatePostgres starts a private server, calling prepare (if not
+// nil) on it after initdb and before its first start.
+func startPrivatePostgres(ctx context.Context, prepare func(*Postgres) error) (*Postgres, error) {
 	p, err := initPostgres(ctx)
+	if err == nil && prepare != nil {
+		if err = prepare(p); err != nil {
+			os.RemoveAll(p.base)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
@@ -200,7 +212,11 @@ func (p *Postgres) DatabaseURL(name string) string {
 		return u.String()
 	}
 	host := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", host, url.PathEscape(name))
+	query := p.sslQuery
+	if query == "" {
+		query = "sslmode=disable"
+	}
+	return fmt.Sprintf("postgres://postgres@%s/%s?%s", host, url.PathEscape(name), query)
 }
 
 // CreateDatabase creates database name, dropping it first (WITH (FORCE),

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,16 +37,19 @@ type Redis struct {
 	Addr string // 127.0.0.1:PORT
 	Port int
 
-	owned     bool     // false when the server is external
-	dir       string   // temporary directory: working dir and log
-	extraArgs []string // more redis-server arguments, after (and overriding) ours
+	owned bool   // false when the server is external
+	dir   string // temporary directory: working dir and log
 
 	// Connection settings for Do, from the URL of an external server.
 	tls            bool
 	user, password string
 	db             int
 
-	mu      sync.Mutex // serialises Stop, Restart, Pause and Resume
+	tlsConf *tls.Config // for Do on a private TLS server: trusts its CA, presents a client certificate
+	spec    redisSpec   // how a private server is run
+	busPort int         // the cluster bus port of a cluster node, else 0
+
+	mu      sync.Mutex // serialises Stop, Restart, Kill, Pause and Resume
 	cmd     *exec.Cmd  // the server, nil when not running
 	exited  chan struct{}
 	removed bool // Stop has removed dir
@@ -54,45 +58,28 @@ type Redis struct {
 // StartRedis starts a private redis-server on a free 127.0.0.1 port that
 // keeps nothing on disk (no RDB snapshots, no AOF) and publishes no keyspace
 // notifications, and waits until it answers PING. The server keeps running
-// after ctx ends, until Stop.
+// after ctx ends, until Stop. Options add TLS (WithTLS) and ACL users
+// (WithACLUser).
 //
-// If CDCD_TEST_REDIS_URL is set, StartRedis uses that server instead (after
-// a PING); Stop, Restart, Pause and Resume then return an error.
-func StartRedis(ctx context.Context) (*Redis, error) { return StartRedisArgs(ctx) }
-
-// StartRedisArgs is StartRedis with more redis-server arguments, after (and
-// overriding) the defaults and kept across Restart, such as
-// "--enable-debug-command", "yes". An external server ignores them.
-func StartRedisArgs(ctx context.Context, args ...string) (*Redis, error) {
-	if u := os.Getenv(envRedisURL); u != "" {
+// If CDCD_TEST_REDIS_URL is set and no option is given, StartRedis uses that
+// server instead (after a PING); Stop, Restart, Kill, Pause and Resume then
+// return an error. With options it always starts a private server: an
+// external one could not be made to honour them.
+func StartRedis(ctx context.Context, opts ...RedisOption) (*Redis, error) {
+	if u := os.Getenv(envRedisURL); u != "" && len(opts) == 0 {
 		return externalRedis(ctx, u)
 	}
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		return nil, fmt.Errorf("start redis: redis-server not found (install Redis or set %s): %w", envRedisURL, err)
+	o, err := collectRedisOptions(opts)
+	if err == nil && o.replicaProxy {
+		err = errReplicaProxyOnlySentinel
 	}
-	dir, err := os.MkdirTemp("", "cdcd-redis-")
 	if err != nil {
 		return nil, fmt.Errorf("start redis: %w", err)
 	}
-	r := &Redis{owned: true, dir: dir, extraArgs: args}
-	// Another process may take the free port before the server binds it:
-	// then try another one.
-	for attempt := 1; ; attempt++ {
-		var busy bool
-		if r.Port, err = FreePort(); err == nil {
-			r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.Port))
-			busy, err = r.start(ctx)
-		}
-		if err == nil {
-			break
-		}
-		if busy && attempt < 5 {
-			continue
-		}
-		os.RemoveAll(dir)
+	r, err := startRedisServer(ctx, redisSpec{opts: o, args: o.args})
+	if err != nil {
 		return nil, fmt.Errorf("start redis: %w", err)
 	}
-	r.URL = "redis://" + r.Addr + "/0"
 	return r, nil
 }
 
@@ -147,17 +134,7 @@ func (r *Redis) start(ctx context.Context) (busy bool, err error) {
 		return false, err
 	}
 	defer lf.Close()
-	args := []string{
-		"--port", strconv.Itoa(r.Port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", r.dir,
-		"--notify-keyspace-events", "",
-		"--daemonize", "no",
-		"--logfile", "", // stdout, that is lf
-	}
-	cmd := exec.Command("redis-server", append(args, r.extraArgs...)...)
+	cmd := exec.Command("redis-server", r.serverArgs()...)
 	cmd.Dir = r.dir
 	cmd.Stdout, cmd.Stderr = lf, lf // stdin is /dev/null: the server outlives our stdio
 	// Own process group, so terminal signals meant for the test do not hit
@@ -176,6 +153,10 @@ func (r *Redis) start(ctx context.Context) (busy bool, err error) {
 		_, perr := r.Do(pctx, "PING")
 		cancel()
 		if perr == nil {
+			if err := r.setup(ctx); err != nil {
+				r.shutdown()
+				return false, err
+			}
 			return false, nil
 		}
 		select {
@@ -242,7 +223,9 @@ func (r *Redis) Stop() error {
 
 // Restart stops the server (if running) and starts it again, empty, on the
 // same port. Files a replica may have written (dump.rdb after a full sync)
-// are removed first, so nothing is loaded.
+// are removed first, so nothing is loaded; the configuration a cluster node
+// or a sentinel keeps (nodes.conf, sentinel.conf) stays, so that it comes
+// back as the same member of its cluster or Sentinel group.
 func (r *Redis) Restart(ctx context.Context) error {
 	if !r.owned {
 		return fmt.Errorf("restart redis: %w", errExternal)
@@ -258,7 +241,7 @@ func (r *Redis) Restart(ctx context.Context) error {
 		return fmt.Errorf("restart redis: %w", err)
 	}
 	for _, e := range entries {
-		if e.Name() != redisLogName {
+		if e.Name() != redisLogName && !slices.Contains(r.spec.keep, e.Name()) {
 			if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
 				return fmt.Errorf("restart redis: %w", err)
 			}
@@ -279,6 +262,43 @@ func (r *Redis) Restart(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// Kill crashes the server with SIGKILL: it flushes nothing and tells no
+// one, so a primary's replicas and a cluster master's peers learn of it only
+// through their own timeouts, as when a host dies. Restart starts it again;
+// the directory stays until Stop.
+func (r *Redis) Kill() error {
+	if !r.owned {
+		return fmt.Errorf("kill redis: %w", errExternal)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return errors.New("kill redis: the server is not running")
+	}
+	r.kill()
+	return nil
+}
+
+// kill ends the server with SIGKILL and waits for it; a no-op when it is
+// not running. The caller holds r.mu.
+func (r *Redis) kill() {
+	if r.cmd == nil {
+		return
+	}
+	pid := r.cmd.Process.Pid
+	_ = r.cmd.Process.Signal(syscall.SIGKILL) // ends a paused server too
+	<-r.exited
+	killGroup(pid, 5*time.Second)
+	r.cmd, r.exited = nil, nil
+}
+
+// running reports whether the server process runs (perhaps paused).
+func (r *Redis) running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd != nil
 }
 
 // Pause freezes the server with SIGSTOP: connections stay open and new ones
@@ -337,7 +357,12 @@ func (r *Redis) do(ctx context.Context, args []string) (string, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	if r.tls {
 		host, _, _ := net.SplitHostPort(r.Addr)
-		td := &tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: host}}
+		cfg := &tls.Config{ServerName: host}
+		if r.tlsConf != nil {
+			cfg = r.tlsConf.Clone()
+			cfg.ServerName = host
+		}
+		td := &tls.Dialer{NetDialer: d, Config: cfg}
 		conn, err = td.DialContext(ctx, "tcp", r.Addr)
 	} else {
 		conn, err = d.DialContext(ctx, "tcp", r.Addr)
@@ -437,11 +462,11 @@ func readReply(rd *bufio.Reader) (string, error) {
 
 // MustRedis starts a server with StartRedis or fails t (it never skips),
 // and stops the server when t ends.
-func MustRedis(t testing.TB) *Redis {
+func MustRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*redisStartTimeout)
 	defer cancel()
-	r, err := StartRedis(ctx)
+	r, err := StartRedis(ctx, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,11 +7,11 @@ import (
 )
 
 // The extra arguments reach the server, and survive a restart.
-func TestStartRedisArgs(t *testing.T) {
+func TestStartRedisWithArgs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	t.Setenv(envRedisURL, "")
-	r, err := StartRedisArgs(ctx, "--maxmemory-policy", "allkeys-lru")
+	r, err := StartRedis(ctx, WithArgs("--maxmemory-policy", "allkeys-lru"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,16 @@
 //
 // Each server runs as a child process on a free 127.0.0.1 port, keeps its
 // files in a temporary directory and is gone (directory included) once
-// stopped. The harness can also restart, crash (Postgres) and freeze (Redis)
-// its servers, and put a TCP proxy in front of one that cuts, silences or
+// stopped. The harness can also restart and crash its servers, freeze a
+// Redis one, and put a TCP proxy in front of one that cuts, silences or
 // redirects its connections (Proxy), which the fault-injection tests rely on.
+//
+// Redis comes in the shapes it is deployed in: standalone (StartRedis), a
+// Redis Cluster (StartRedisCluster) and a primary with replicas behind three
+// sentinels (StartRedisSentinel), with failovers on demand; any of them over
+// TLS with certificates made at run time (NewCA, WithTLS) and with ACL users
+// (WithACLUser). StartPostgresTLS is PostgreSQL over TLS with the same CA.
+// The Cluster and the sentinels' quick pace need Redis 7.0 or newer.
 //
 // Two environment variables name existing servers to use instead:
 //

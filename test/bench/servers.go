@@ -18,7 +18,7 @@ import (
 // it), so the patterns step fills millions of keys in seconds.
 func startRedis(ctx context.Context, debug bool) (*testenv.Redis, error) {
 	if debug {
-		r, err := testenv.StartRedisArgs(ctx, "--enable-debug-command", "yes")
+		r, err := testenv.StartRedis(ctx, testenv.WithArgs("--enable-debug-command", "yes"))
 		if err == nil {
 			return r, nil
 		}
