@@ -84,7 +84,9 @@ type RedisConfig struct {
 	ShardedPubSub bool
 	// UnlinkBatch is the most keys one UNLINK carries. Default 256.
 	UnlinkBatch int
-	// ScanCount is the COUNT hint of pattern scans. Default 1000.
+	// ScanCount is the COUNT hint of pattern scans. Default 250: each SCAN
+	// holds single-threaded Redis for its page, and an exact UNLINK waits
+	// behind it (docs/performance.md, Patterns).
 	ScanCount int64
 	// MinBackoff and MaxBackoff bound the delay between attempts of a plan
 	// that failed. Defaults 100ms and 5s.
@@ -124,7 +126,7 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 		cfg.UnlinkBatch = 256
 	}
 	if cfg.ScanCount <= 0 {
-		cfg.ScanCount = 1000
+		cfg.ScanCount = 250
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 100 * time.Millisecond

@@ -35,6 +35,7 @@ type Config struct {
 	RedisSPublish    bool          `envconfig:"REDIS_SHARDED_PUBSUB" default:"false"`
 
 	PatternWorkers  int           `envconfig:"PATTERN_WORKERS" default:"2"`
+	ScanCount       int64         `envconfig:"SCAN_COUNT" default:"250"`
 	PatternQueue    int           `envconfig:"PATTERN_QUEUE" default:"64"`
 	PatternLagLimit time.Duration `envconfig:"PATTERN_LAG_LIMIT" default:"5m"`
 	RulesFile       string        `envconfig:"RULES_FILE" default:"rules.json"`
@@ -131,6 +132,9 @@ func (c *Config) validate() error {
 	}
 	if c.PatternWorkers < 1 {
 		bad("PATTERN_WORKERS", "%d must be at least 1", c.PatternWorkers)
+	}
+	if c.ScanCount < 1 {
+		bad("SCAN_COUNT", "%d must be at least 1", c.ScanCount)
 	}
 	if c.PatternQueue < 1 {
 		bad("PATTERN_QUEUE", "%d must be at least 1", c.PatternQueue)

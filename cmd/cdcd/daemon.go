@@ -128,7 +128,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		URL: cfg.RedisURL, Mode: cfg.RedisMode,
 		TLS:          sinks.TLSFiles{CA: cfg.RedisTLSCAFile, Cert: cfg.RedisTLSCertFile, Key: cfg.RedisTLSKeyFile},
 		WaitReplicas: cfg.RedisWait, WaitTimeout: cfg.RedisWaitTimeout, ShardedPubSub: cfg.RedisSPublish,
-		PatternWorkers: cfg.PatternWorkers, PatternQueue: cfg.PatternQueue,
+		PatternWorkers: cfg.PatternWorkers, PatternQueue: cfg.PatternQueue, ScanCount: cfg.ScanCount,
 		RawSockets: cfg.RawSockets,
 		Logger:     log,
 	}, m)
