@@ -124,6 +124,7 @@ func (r *Redis) Mark(ctx context.Context, slot string, lsn pglogrepl.LSN) error 
 	}
 	for _, n := range order {
 		if err := exec(ctx, n.pipe); err != nil {
+			r.failed(ctx)
 			return fmt.Errorf("mark position on %s: %w", n.addr, err)
 		}
 	}
@@ -139,6 +140,11 @@ func (r *Redis) Mark(ctx context.Context, slot string, lsn pglogrepl.LSN) error 
 		clear(r.marks)
 		return fmt.Errorf("%w: the node now serving %s", ErrLostWrites, strings.Join(lost, ", "))
 	}
+	// The markers hold lsn now, replicated or not: a failover to a replica
+	// that lacks it is lost writes, found at the next Mark.
+	for _, k := range keys {
+		r.marks[k] = lsn.String()
+	}
 	for _, n := range order {
 		if n.wait == nil {
 			continue
@@ -146,9 +152,6 @@ func (r *Redis) Mark(ctx context.Context, slot string, lsn pglogrepl.LSN) error 
 		if got, _ := n.wait.Int(); got < r.cfg.WaitReplicas {
 			return fmt.Errorf("%w: %d of %d replicas of %s within %s", ErrNotReplicated, got, r.cfg.WaitReplicas, n.addr, r.cfg.WaitTimeout)
 		}
-	}
-	for _, k := range keys {
-		r.marks[k] = lsn.String()
 	}
 	return nil
 }

@@ -105,6 +105,7 @@ func (p *patternRunner) run(ctx context.Context, job *patternJob) bool {
 	_, err := retry.Until(ctx, retry.Backoff{Min: p.r.cfg.MinBackoff, Max: p.r.cfg.MaxBackoff},
 		func() error { return p.r.applyJob(ctx, job) },
 		func(err error, attempt int, delay time.Duration) {
+			p.r.failed(ctx)
 			if p.r.m != nil {
 				p.r.m.sinkErrors.WithLabelValues("redis").Inc()
 			}

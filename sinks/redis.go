@@ -215,6 +215,7 @@ func (r *Redis) Apply(ctx context.Context, plans []*rules.Plan) error {
 	attempts, err := retry.Until(ctx, retry.Backoff{Min: r.cfg.MinBackoff, Max: r.cfg.MaxBackoff},
 		func() error { return r.apply(ctx, plans) },
 		func(err error, attempt int, delay time.Duration) {
+			r.failed(ctx)
 			r.m.sinkErrors.WithLabelValues("redis").Inc()
 			r.log.Error("apply plan to redis; retrying", "err", err, "attempt", attempt, "retry_in", delay,
 				"lsn", plans[len(plans)-1].CommitLSN.String())

@@ -74,15 +74,14 @@ func (r *Redis) LoadState(ctx context.Context, slot string) (Recorded, error) {
 }
 
 // resetState replaces the state in KEYS[1] with ARGV[4..6] if it still is
-// ARGV[1..3] (system_id, timeline, confirmed; all empty: no state), and
-// sets the marker KEYS[2].
+// ARGV[1..3] (system_id, timeline, confirmed; all empty: no state). The
+// marker is set apart: in a Cluster it may live in another slot.
 var resetState = redis.NewScript(`
 local cur = redis.call('HMGET', KEYS[1], 'system_id', 'timeline', 'confirmed')
 for i = 1, 3 do
   if (cur[i] or '') ~= ARGV[i] then return 0 end
 end
 redis.call('HSET', KEYS[1], 'system_id', ARGV[4], 'timeline', ARGV[5], 'confirmed', ARGV[6])
-redis.call('SET', KEYS[2], '1')
 return 1
 `)
 
@@ -94,14 +93,16 @@ func (r *Redis) ResetState(ctx context.Context, slot string, prev Recorded, st S
 		exp = []any{prev.SystemID, timelineText(prev.Timeline), prev.Confirmed.String()}
 	}
 	args := append(exp, st.SystemID, timelineText(st.Timeline), st.Confirmed.String())
-	n, err := resetState.Run(ctx, r.client, []string{stateKey(slot), markerKey(slot)}, args...).Int()
+	n, err := resetState.Run(ctx, r.client, []string{stateKey(slot)}, args...).Int()
 	if err != nil {
 		return err
 	}
 	if n == 0 {
 		return ErrStateChanged
 	}
-	return nil
+	// After the state: a crash in between leaves a state without a marker,
+	// which the next start reads as known.
+	return r.client.Set(ctx, markerKey(slot), "1", 0).Err()
 }
 
 // timelineText is how a timeline is stored; 0 (unknown) as empty, as a

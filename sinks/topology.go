@@ -142,3 +142,13 @@ func (r *Redis) forEachMaster(ctx context.Context, fn func(ctx context.Context, 
 	}
 	return fmt.Errorf("redis client %T: unknown shape", r.client)
 }
+
+// failed is told of every failed attempt to write to Redis. In a Cluster it
+// asks for the slot map again: go-redis reloads it on MOVED, or after a
+// minute, but not when a master it knows is unreachable — after a failover
+// every attempt would go to the dead master until then.
+func (r *Redis) failed(ctx context.Context) {
+	if cc, ok := r.client.(*redis.ClusterClient); ok {
+		cc.ReloadState(ctx)
+	}
+}
