@@ -90,3 +90,47 @@ func TestRawSocketsSetting(t *testing.T) {
 		t.Error("CDCD_RAW_SOCKETS=false: still on")
 	}
 }
+
+// A Redis mode and a URL that do not fit, and TLS files without TLS, stop
+// start-up with a line naming the variable.
+func TestRedisModeAndURLMustFit(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		env        map[string]string
+	}{
+		{"unknown mode", "CDCD_REDIS_MODE:", map[string]string{"CDCD_REDIS_MODE": "ring"}},
+		{"sentinel without master_name", "CDCD_REDIS_URL:", map[string]string{
+			"CDCD_REDIS_MODE": "sentinel", "CDCD_REDIS_URL": "redis://s1:26379?addr=s2:26379"}},
+		{"a Sentinel URL in cluster mode", "CDCD_REDIS_URL:", map[string]string{
+			"CDCD_REDIS_MODE": "cluster", "CDCD_REDIS_URL": "redis://s1:26379?master_name=m&addr=s2:26379"}},
+		{"TLS files without rediss", "CDCD_REDIS_TLS_CA_FILE:", map[string]string{
+			"CDCD_REDIS_TLS_CA_FILE": "/dev/null"}},
+		{"a certificate without its key", "CDCD_REDIS_TLS_CERT_FILE:", map[string]string{
+			"CDCD_REDIS_URL": "rediss://h:6380/0", "CDCD_REDIS_TLS_CERT_FILE": "/dev/null"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CDCD_DATABASE_URL", "postgres://cdcd@db/app")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := loadConfig()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a line starting %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("each mode with its own URL", func(t *testing.T) {
+		for mode, url := range map[string]string{
+			"standalone": "redis://h:6379/0",
+			"cluster":    "redis://h1:6379?addr=h2:6379",
+			"sentinel":   "redis://s1:26379?master_name=m&addr=s2:26379",
+		} {
+			t.Setenv("CDCD_DATABASE_URL", "postgres://cdcd@db/app")
+			t.Setenv("CDCD_REDIS_MODE", mode)
+			t.Setenv("CDCD_REDIS_URL", url)
+			if _, err := loadConfig(); err != nil {
+				t.Errorf("%s %s: %v", mode, url, err)
+			}
+		}
+	})
+}
