@@ -45,11 +45,9 @@ func (s *Stream[T]) connect(ctx context.Context) (*pgconn.PgConn, error) {
 
 // session runs one connection: set-up checks, then the receive loop.
 func (s *Stream[T]) session(ctx context.Context) (err error) {
-	if prev := *s.reason.Load(); prev != "starting" && !strings.HasPrefix(prev, "standby") {
-		// Keep saying why the last session ended while this one connects
-		// (a connection attempt through a dead route takes a while).
-		s.setReason("reconnecting; the last session ended with: " + strings.TrimPrefix(prev, "reconnecting; the last session ended with: "))
-	} else if prev == "starting" {
+	// After a failure Run left the reason it ended on, which stays while
+	// this session connects (through a dead route that takes a while).
+	if *s.reason.Load() == "starting" {
 		s.setReason("connecting")
 	}
 	conn, err := s.connect(ctx)

@@ -266,7 +266,7 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 				lastInUseLog = time.Now()
 			}
 		} else {
-			s.setReason(err.Error())
+			s.setReason("reconnecting; the last session ended with: " + err.Error())
 			s.log.Error("replication session failed; reconnecting", "err", err, "retry_in", delay)
 		}
 		if retry.Wait(ctx, delay) != nil {

@@ -1,24 +1,17 @@
 package sinks
 
+import "strings"
+
 // hashSlot is the Redis Cluster hash slot of key: CRC16 (XMODEM) of the
 // key, or of its hash tag — the part between the first "{" and the next
 // "}" when that part is not empty — modulo 16384.
 func hashSlot(key string) int {
-	if i := indexByte(key, '{'); i >= 0 {
-		if j := indexByte(key[i+1:], '}'); j > 0 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
 			key = key[i+1 : i+1+j]
 		}
 	}
 	return int(crc16(key) % 16384)
-}
-
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), as Redis
