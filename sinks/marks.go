@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/redis/go-redis/v9"
@@ -48,6 +49,11 @@ func (r *Redis) markerKeys(ctx context.Context, slot string) ([]string, error) {
 	if !ok {
 		return []string{base}, nil
 	}
+	// The slot ranges change only with the topology: kept for a minute, or
+	// until a write fails (see failed).
+	if c := r.markKeys.Load(); c != nil && time.Since(c.at) < time.Minute && strings.HasPrefix(c.keys[0], base+":") {
+		return c.keys, nil
+	}
 	// CLUSTER SLOTS rather than SHARDS: it is what Redis 6 has too.
 	ranges, err := cc.ClusterSlots(ctx).Result() //nolint:staticcheck // see above
 	if err != nil {
@@ -57,7 +63,16 @@ func (r *Redis) markerKeys(ctx context.Context, slot string) ([]string, error) {
 	for _, rg := range ranges {
 		keys = append(keys, base+":{"+tagIn(rg.Start, rg.End)+"}")
 	}
+	if len(keys) > 0 {
+		r.markKeys.Store(&markerCache{keys: keys, at: time.Now()})
+	}
 	return keys, nil
+}
+
+// markerCache is a Cluster's marker keys, as of at.
+type markerCache struct {
+	keys []string
+	at   time.Time
 }
 
 // tagIn returns a short hash tag whose slot lies in [start, end].

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cdcd/cdcd/internal/pollconn"
@@ -112,6 +113,9 @@ type Redis struct {
 	// marks holds, by marker key, the position last written there (see
 	// marks.go). Only the goroutine that confirms positions uses it.
 	marks map[string]string
+	// markKeys caches a Cluster's marker keys, one per slot range; nil
+	// after a failed write, when the topology may have changed.
+	markKeys atomic.Pointer[markerCache]
 
 	patterns *patternRunner
 }

@@ -150,5 +150,6 @@ func (r *Redis) forEachMaster(ctx context.Context, fn func(ctx context.Context, 
 func (r *Redis) failed(ctx context.Context) {
 	if cc, ok := r.client.(*redis.ClusterClient); ok {
 		cc.ReloadState(ctx)
+		r.markKeys.Store(nil)
 	}
 }
