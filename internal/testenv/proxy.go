@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -311,10 +312,14 @@ func (p *Proxy) pipe(l *link, dst, src net.Conn) {
 		if err == nil {
 			continue
 		}
+		// Only Blackhole sets a write deadline: a write it cut short is not
+		// an end to pass on, even before it has marked l silenced.
+		if rerr == nil && errors.Is(werr, os.ErrDeadlineExceeded) {
+			continue
+		}
 		if p.forward(l, func() { passEnd(dst, src, err) }) || rerr != nil {
 			return
 		}
-		// Only the write failed, cut short by Blackhole: go on discarding.
 	}
 }
 
