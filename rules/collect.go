@@ -82,8 +82,8 @@ func (b *Builder) insertRevision(r Revision) {
 }
 
 // addRevisionPattern sets every existing key matching a revision pattern.
-func (b *Builder) addRevisionPattern(p string, s *sectionState) {
-	if r := (Revision{Key: p, Section: s.sec.name, IsPattern: true}); !b.revs.has(r.id()) {
+func (b *Builder) addRevisionPattern(t *Template, s *sectionState) {
+	if r := (Revision{Key: t.Pattern(), Section: s.sec.name, IsPattern: true, Template: t}); !b.revs.has(r.id()) {
 		b.insertRevision(r)
 		b.charge(revisionCost) // the string is the template's
 	}
@@ -111,7 +111,7 @@ func (b *Builder) escalateRevisions(s *sectionState, force bool) {
 	b.chargeSection(s, -freed, true)
 	for _, sec := range b.definitions(s) {
 		if rev := sec.revision; rev != nil && !rev.IsLiteral() {
-			b.addRevisionPattern(rev.Pattern(), s)
+			b.addRevisionPattern(rev, s)
 		}
 	}
 }
@@ -175,10 +175,10 @@ func (b *Builder) definitions(s *sectionState) []*section {
 
 func (b *Builder) pattern(t *Template, s *sectionState, by, reason string, revision bool) {
 	if revision {
-		b.addRevisionPattern(t.Pattern(), s)
+		b.addRevisionPattern(t, s)
 		return
 	}
-	if b.pats.add(Pattern{Pattern: t.Pattern(), Section: s.sec.name, Rule: by, Reason: reason}) {
+	if b.pats.add(Pattern{Pattern: t.Pattern(), Section: s.sec.name, Rule: by, Reason: reason, Template: t}) {
 		b.charge(patternCost) // the string is the template's
 	}
 }

@@ -15,14 +15,14 @@ func (rs *Rules) Everything(reason string, c replication.Commit) *Plan {
 			if t.IsLiteral() {
 				p.Keys = append(p.Keys, Key{Key: t.Literal(), Section: s.name, Rule: "gap", From: FromLiteral})
 			} else {
-				p.Patterns = append(p.Patterns, Pattern{Pattern: t.Pattern(), Section: s.name, Rule: "gap", Reason: ReasonGap})
+				p.Patterns = append(p.Patterns, Pattern{Pattern: t.Pattern(), Section: s.name, Rule: "gap", Reason: ReasonGap, Template: t})
 			}
 		}
 		if s.revision != nil {
 			if s.revision.IsLiteral() {
 				p.Revisions = append(p.Revisions, Revision{Key: s.revision.Literal(), Section: s.name})
 			} else {
-				p.Revisions = append(p.Revisions, Revision{Key: s.revision.Pattern(), Section: s.name, IsPattern: true})
+				p.Revisions = append(p.Revisions, Revision{Key: s.revision.Pattern(), Section: s.name, IsPattern: true, Template: s.revision})
 			}
 		}
 	}

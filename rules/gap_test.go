@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cdcd/cdcd/rules"
 )
 
 // A gap invalidates every section and moves every revision, and each
@@ -51,6 +53,39 @@ func TestEverythingReasonEscaped(t *testing.T) {
 		var got struct{ Reason string }
 		if err := json.Unmarshal(m.Payload, &got); err != nil || got.Reason != "a \"quoted\"\nreason" {
 			t.Errorf("%s: %v", m.Payload, err)
+		}
+	}
+}
+
+// A plan's patterns say which keys they cover without a Redis glob, so
+// that a sink other than Redis can apply them: each matches exactly the
+// keys its template renders, and no key of another section.
+func TestPatternsMatchWithoutGlobs(t *testing.T) {
+	rs := compile(t, evalRules)
+	p := rs.Everything("slot_recreated", commit)
+	cases := []struct {
+		pattern, in, out string
+	}{
+		{"nodb:*:climate", "nodb:42:climate", "nodb:42:progress"},
+		{"task:*", "task:7", "tasks"},
+		{"ev:*", "ev:x", "event:x"},
+	}
+	for _, c := range cases {
+		i := slices.IndexFunc(p.Patterns, func(pt rules.Pattern) bool { return pt.Pattern == c.pattern })
+		if i < 0 {
+			t.Fatalf("no pattern %s in %q", c.pattern, patternList(p))
+		}
+		pt := p.Patterns[i]
+		if pt.Template == nil || !pt.Matches(c.in) || pt.Matches(c.out) {
+			t.Errorf("pattern %s (template %v): matches %q %v, %q %v", c.pattern, pt.Template, c.in, pt.Matches(c.in), c.out, pt.Matches(c.out))
+		}
+	}
+	for _, r := range p.Revisions {
+		if r.IsPattern && (r.Template == nil || !r.Matches(strings.ReplaceAll(r.Key, "*", "9"))) {
+			t.Errorf("revision pattern %s: template %v does not match its own key", r.Key, r.Template)
+		}
+		if !r.IsPattern && !r.Matches(r.Key) {
+			t.Errorf("revision %s does not match itself", r.Key)
 		}
 	}
 }

@@ -18,6 +18,12 @@ func (t *Template) Match(key string) (map[string]string, bool) {
 	return all[0], true
 }
 
+// Matches reports whether the template can render key, with any values.
+func (t *Template) Matches(key string) bool {
+	all, _ := t.MatchAll(key, 1)
+	return len(all) > 0
+}
+
 // MatchAll returns every assignment of placeholder values under which the
 // template renders key, at most limit of them (limit <= 0: all). complete
 // is false when more readings exist than were returned. A placeholder that

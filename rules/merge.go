@@ -55,7 +55,7 @@ func (b *Builder) Merge(later *Builder) {
 	}
 	for _, r := range l.revs.items {
 		if r.IsPattern {
-			b.addRevisionPattern(r.Key, state(r.Section))
+			b.addRevisionPattern(r.Template, state(r.Section))
 		} else {
 			b.addRevision(r.Key, state(r.Section), "merge")
 		}

@@ -32,20 +32,37 @@ type Key struct {
 	From    string `json:"from"` // FromNew, FromOld or FromLiteral
 }
 
-// Pattern is a section's key pattern to delete with SCAN + UNLINK.
+// Pattern is every key of a section's key template: all of them are to be
+// deleted. Template says which keys that is, for any sink; Pattern is the
+// same set as a Redis glob (SCAN MATCH).
 type Pattern struct {
-	Pattern string `json:"pattern"`
-	Section string `json:"section"`
-	Rule    string `json:"rule"`
-	Reason  string `json:"reason"`
+	Pattern  string    `json:"pattern"`
+	Section  string    `json:"section"`
+	Rule     string    `json:"rule"`
+	Reason   string    `json:"reason"`
+	Template *Template `json:"-"`
 }
 
-// Revision is a revision key set to the commit LSN. With IsPattern, Key is a
-// SCAN pattern and every existing key matching it is set.
+// Matches reports whether key is one of the pattern's keys.
+func (p Pattern) Matches(key string) bool { return p.Template.Matches(key) }
+
+// Revision is a revision key set to the commit LSN. With IsPattern, every
+// existing key of the revision template Template is set, and Key is that
+// set as a Redis glob.
 type Revision struct {
-	Key       string `json:"key"`
-	Section   string `json:"section"`
-	IsPattern bool   `json:"is_pattern,omitempty"`
+	Key       string    `json:"key"`
+	Section   string    `json:"section"`
+	IsPattern bool      `json:"is_pattern,omitempty"`
+	Template  *Template `json:"-"`
+}
+
+// Matches reports whether key is the revision's key, or with IsPattern one
+// of its keys.
+func (r Revision) Matches(key string) bool {
+	if !r.IsPattern {
+		return key == r.Key
+	}
+	return r.Template.Matches(key)
 }
 
 // Message is one channel message.

@@ -3,16 +3,18 @@ package sinks
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/cdcd/cdcd/rules"
+	"github.com/jackc/pglogrepl"
 )
 
 // Applier applies plans to every sink, in commit order, and records what was
 // applied. It is the only writer of a pipeline's sinks.
 type Applier struct {
-	Redis  *Redis
-	Alerts *Alerts
+	sinks  []Sink
+	alerts *Alerts
 	m      *Metrics
 	now    func() time.Time
 	log    *slog.Logger
@@ -20,9 +22,46 @@ type Applier struct {
 	reported map[rules.MissingColumn]time.Time // last error log per missing column
 }
 
-// NewApplier returns an Applier over the given sinks.
-func NewApplier(r *Redis, a *Alerts, m *Metrics) *Applier {
-	return &Applier{Redis: r, Alerts: a, m: m, now: time.Now, log: a.log, reported: map[rules.MissingColumn]time.Time{}}
+// NewApplier returns an Applier that reports violations to a and applies
+// plans to every sink, in the order given.
+func NewApplier(a *Alerts, m *Metrics, sinks ...Sink) *Applier {
+	return &Applier{sinks: sinks, alerts: a, m: m, now: time.Now, log: a.log, reported: map[rules.MissingColumn]time.Time{}}
+}
+
+// Confirmable returns the highest position at or below lsn that every sink
+// has applied.
+func (a *Applier) Confirmable(lsn pglogrepl.LSN) pglogrepl.LSN {
+	for _, s := range a.sinks {
+		lsn = min(lsn, s.Confirmable(lsn))
+	}
+	return lsn
+}
+
+// Secure makes every sink secure what it applied up to lsn, before lsn is
+// confirmed (see Sink.Secure).
+func (a *Applier) Secure(ctx context.Context, lsn pglogrepl.LSN) error {
+	for _, s := range a.sinks {
+		if err := s.Secure(ctx, lsn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Lost reports why a sink lost writes it had applied before confirmed; ""
+// when none did.
+func (a *Applier) Lost(ctx context.Context, confirmed pglogrepl.LSN) (string, error) {
+	var why []string
+	for _, s := range a.sinks {
+		w, err := s.Lost(ctx, confirmed)
+		if err != nil {
+			return "", err
+		}
+		if w != "" {
+			why = append(why, w)
+		}
+	}
+	return strings.Join(why, "; "), nil
 }
 
 // Apply applies the plans and returns nil once every sink has applied all of
@@ -31,7 +70,7 @@ func NewApplier(r *Redis, a *Alerts, m *Metrics) *Applier {
 func (a *Applier) Apply(ctx context.Context, plans []*rules.Plan) error {
 	// Alerts first: a violation must reach the on-call engineer even while
 	// Redis is down. Reporting does not block.
-	a.Alerts.Report(ctx, plans)
+	a.alerts.Report(ctx, plans)
 
 	work := plans[:0:0]
 	for _, p := range plans {
@@ -40,8 +79,10 @@ func (a *Applier) Apply(ctx context.Context, plans []*rules.Plan) error {
 		}
 	}
 	if len(work) > 0 {
-		if err := a.Redis.Apply(ctx, work); err != nil {
-			return err
+		for _, s := range a.sinks {
+			if err := s.Apply(ctx, work); err != nil {
+				return err
+			}
 		}
 		done := a.now()
 		a.m.batchSize.Observe(float64(len(work)))

@@ -14,7 +14,7 @@ import (
 
 // Redis replication is asynchronous: a master can acknowledge cdcd's UNLINK
 // and then fail over to a replica that never received it. Before a position
-// is confirmed to Postgres, cdcd writes it to a marker key on every master
+// is confirmed to Postgres, Secure writes it to a marker key on every master
 // (one per slot range in a Cluster), and optionally WAITs for replicas on
 // the same connection. Replication keeps a master's writes in order, so a
 // node whose marker holds a position also holds every write cdcd made
@@ -22,7 +22,7 @@ import (
 // there, or gone, means the node serving it now lost writes cdcd had
 // applied: a gap, with reason redis_lost_writes.
 
-// Errors of Mark.
+// Errors of Secure.
 var (
 	// ErrLostWrites reports a master that lost writes cdcd had applied.
 	ErrLostWrites = errors.New("redis lost writes cdcd had applied")
@@ -43,8 +43,8 @@ return 1
 
 // markerKeys returns the marker keys of slot: one, or in a Cluster one per
 // slot range, with a hash tag that places it in that range.
-func (r *Redis) markerKeys(ctx context.Context, slot string) ([]string, error) {
-	base := "cdcd:mark:" + slot
+func (r *Redis) markerKeys(ctx context.Context) ([]string, error) {
+	base := "cdcd:mark:" + r.cfg.Slot
 	cc, ok := r.client.(*redis.ClusterClient)
 	if !ok {
 		return []string{base}, nil
@@ -96,13 +96,13 @@ func (r *Redis) masterFor(ctx context.Context, key string) (*redis.Client, error
 	return nil, fmt.Errorf("redis client %T: unknown shape", r.client)
 }
 
-// Mark records lsn, about to be confirmed for slot, on every master, after
+// Secure records lsn, about to be confirmed, on every master, after
 // checking that no master lost what was marked before; with WaitReplicas,
 // it also waits for that many replicas of each master. It returns
 // ErrLostWrites or ErrNotReplicated (wrapped, naming the node) when the
 // position must not be confirmed.
-func (r *Redis) Mark(ctx context.Context, slot string, lsn pglogrepl.LSN) error {
-	keys, err := r.markerKeys(ctx, slot)
+func (r *Redis) Secure(ctx context.Context, lsn pglogrepl.LSN) error {
+	keys, err := r.markerKeys(ctx)
 	if err != nil {
 		return err
 	}
@@ -156,7 +156,7 @@ func (r *Redis) Mark(ctx context.Context, slot string, lsn pglogrepl.LSN) error 
 		return fmt.Errorf("%w: the node now serving %s", ErrLostWrites, strings.Join(lost, ", "))
 	}
 	// The markers hold lsn now, replicated or not: a failover to a replica
-	// that lacks it is lost writes, found at the next Mark.
+	// that lacks it is lost writes, found at the next Secure.
 	for _, k := range keys {
 		r.marks[k] = lsn.String()
 	}
@@ -171,14 +171,14 @@ func (r *Redis) Mark(ctx context.Context, slot string, lsn pglogrepl.LSN) error 
 	return nil
 }
 
-// CheckMarks reports whether a master holds a marker of slot behind
-// confirmed, the position the server says cdcd confirmed last: that node
-// lost writes cdcd had made before it confirmed. A missing marker is no
-// loss (a Redis emptied has no stale keys). It forgets what this process
-// wrote: a new session marks afresh.
-func (r *Redis) CheckMarks(ctx context.Context, slot string, confirmed pglogrepl.LSN) (lost string, err error) {
+// Lost reports whether a master holds a marker behind confirmed, the
+// position the server says cdcd confirmed last: that node lost writes cdcd
+// had made before it confirmed. A missing marker is no loss (a Redis
+// emptied has no stale keys). It forgets what this process wrote: a new
+// session marks afresh.
+func (r *Redis) Lost(ctx context.Context, confirmed pglogrepl.LSN) (lost string, err error) {
 	clear(r.marks)
-	keys, err := r.markerKeys(ctx, slot)
+	keys, err := r.markerKeys(ctx)
 	if err != nil {
 		return "", err
 	}

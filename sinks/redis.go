@@ -69,6 +69,9 @@ type RedisConfig struct {
 	URL string
 	// Mode is ModeStandalone (the default), ModeCluster or ModeSentinel.
 	Mode string
+	// Slot is the replication slot whose positions the sink's markers
+	// record (see marks.go).
+	Slot string
 	// TLS names a CA and a client certificate, with a rediss:// URL.
 	TLS TLSFiles
 	// WaitReplicas, when positive, is how many replicas of every master
@@ -100,6 +103,8 @@ type RedisConfig struct {
 	RawSockets bool
 	Logger     *slog.Logger
 }
+
+var _ Sink = (*Redis)(nil)
 
 // Redis applies plans to one Redis server. Safe for concurrent use, but
 // plans must be applied by one goroutine to keep commit order.

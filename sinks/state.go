@@ -10,10 +10,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The Redis sink also remembers, per slot, the server it streamed from and
-// the last position cdcd confirmed, so that a restart can tell its own
-// progress from a gap it cannot account for. It lives next to the caches it
-// protects: a Redis that lost it also lost the keys that could be stale.
+// cdcd remembers, per slot, the server it streamed from and the last
+// position it confirmed, so that a restart can tell its own progress from a
+// gap it cannot account for: a StateStore. RedisState keeps it next to the
+// caches it protects: a Redis that lost it also lost the keys that could be
+// stale.
 //
 // Two keys per slot:
 //   - cdcd:slot:SLOT, a hash: system_id, timeline, confirmed (pg_lsn text);
@@ -40,7 +41,7 @@ type State struct {
 	Confirmed pglogrepl.LSN
 }
 
-// Recorded is a slot's state as read from Redis.
+// Recorded is a slot's state as read from its store.
 type Recorded struct {
 	State
 	// Known: the state exists.
@@ -50,9 +51,35 @@ type Recorded struct {
 	Marked bool
 }
 
-// LoadState returns the recorded state of slot.
-func (r *Redis) LoadState(ctx context.Context, slot string) (Recorded, error) {
-	pipe := r.client.Pipeline()
+// A StateStore keeps what cdcd recorded about one slot. Every write is a
+// compare-and-set: ErrStateChanged when another instance wrote it.
+type StateStore interface {
+	// Load returns the recorded state.
+	Load(ctx context.Context) (Recorded, error)
+	// Reset records st for a new session if the recorded state is still
+	// prev, as Load returned it.
+	Reset(ctx context.Context, prev Recorded, st State) error
+	// Advance records that lsn, sent by the server st names, is about to be
+	// confirmed; the recorded position never moves back.
+	Advance(ctx context.Context, st State, lsn pglogrepl.LSN) error
+}
+
+var _ StateStore = (*RedisState)(nil)
+
+// RedisState is the StateStore of a slot in Redis, in keys of its own.
+type RedisState struct {
+	client redis.UniversalClient
+	slot   string
+}
+
+// State returns the state store of slot in the Redis the sink writes to,
+// on the sink's connections.
+func (r *Redis) State(slot string) *RedisState { return &RedisState{client: r.client, slot: slot} }
+
+// Load returns the recorded state of the slot.
+func (s *RedisState) Load(ctx context.Context) (Recorded, error) {
+	slot := s.slot
+	pipe := s.client.Pipeline()
 	all := pipe.HGetAll(ctx, stateKey(slot))
 	marked := pipe.Exists(ctx, markerKey(slot))
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -85,15 +112,15 @@ redis.call('HSET', KEYS[1], 'system_id', ARGV[4], 'timeline', ARGV[5], 'confirme
 return 1
 `)
 
-// ResetState records st for a new session if the recorded state is still
-// prev (as LoadState returned it); otherwise it returns ErrStateChanged.
-func (r *Redis) ResetState(ctx context.Context, slot string, prev Recorded, st State) error {
+// Reset records st for a new session if the recorded state is still prev
+// (as Load returned it); otherwise it returns ErrStateChanged.
+func (s *RedisState) Reset(ctx context.Context, prev Recorded, st State) error {
 	exp := []any{"", "", ""}
 	if prev.Known {
 		exp = []any{prev.SystemID, timelineText(prev.Timeline), prev.Confirmed.String()}
 	}
 	args := append(exp, st.SystemID, timelineText(st.Timeline), st.Confirmed.String())
-	n, err := resetState.Run(ctx, r.client, []string{stateKey(slot)}, args...).Int()
+	n, err := resetState.Run(ctx, s.client, []string{stateKey(s.slot)}, args...).Int()
 	if err != nil {
 		return err
 	}
@@ -102,7 +129,7 @@ func (r *Redis) ResetState(ctx context.Context, slot string, prev Recorded, st S
 	}
 	// After the state: a crash in between leaves a state without a marker,
 	// which the next start reads as known.
-	return r.client.Set(ctx, markerKey(slot), "1", 0).Err()
+	return s.client.Set(ctx, markerKey(s.slot), "1", 0).Err()
 }
 
 // timelineText is how a timeline is stored; 0 (unknown) as empty, as a
@@ -124,11 +151,11 @@ redis.call('HSET', KEYS[1], 'confirmed', ARGV[1])
 return 1
 `)
 
-// AdvanceState records that lsn, sent by the server st names, is about to
-// be confirmed. It returns ErrStateChanged when the recorded state is
-// another server's.
-func (r *Redis) AdvanceState(ctx context.Context, slot string, st State, lsn pglogrepl.LSN) error {
-	n, err := advanceState.Run(ctx, r.client, []string{stateKey(slot)}, lsn.String(), st.SystemID, timelineText(st.Timeline)).Int()
+// Advance records that lsn, sent by the server st names, is about to be
+// confirmed. It returns ErrStateChanged when the recorded state is another
+// server's.
+func (s *RedisState) Advance(ctx context.Context, st State, lsn pglogrepl.LSN) error {
+	n, err := advanceState.Run(ctx, s.client, []string{stateKey(s.slot)}, lsn.String(), st.SystemID, timelineText(st.Timeline)).Int()
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,9 @@ type daemon struct {
 	rules  atomic.Pointer[rules.Rules]
 	stream *replication.Stream[*rules.Builder]
 	redis  *sinks.Redis
+	// state is what cdcd recorded about its slot: which server it
+	// streamed from, and where it stopped.
+	state sinks.StateStore
 	// vis holds batches back until they are visible, under synchronous
 	// replication.
 	vis *visibility
@@ -125,7 +128,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 	m.Prepare(rs.File())
 	d.sinkMetrics = m
 	redisSink, err := sinks.NewRedis(sinks.RedisConfig{
-		URL: cfg.RedisURL, Mode: cfg.RedisMode,
+		URL: cfg.RedisURL, Mode: cfg.RedisMode, Slot: cfg.Slot,
 		TLS:          sinks.TLSFiles{CA: cfg.RedisTLSCAFile, Cert: cfg.RedisTLSCertFile, Key: cfg.RedisTLSKeyFile},
 		WaitReplicas: cfg.RedisWait, WaitTimeout: cfg.RedisWaitTimeout, ShardedPubSub: cfg.RedisSPublish,
 		PatternWorkers: cfg.PatternWorkers, PatternQueue: cfg.PatternQueue, ScanCount: cfg.ScanCount,
@@ -136,13 +139,14 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		return nil, err
 	}
 	d.redis = redisSink
+	d.state = redisSink.State(cfg.Slot)
 	if cfg.AlertWebhookURL != "" {
 		d.webhook = sinks.NewWebhook(sinks.WebhookConfig{
 			URL: cfg.AlertWebhookURL, Instance: cfg.Instance, Buffer: cfg.AlertBuffer,
 			Logger: log, Registerer: d.reg,
 		})
 	}
-	applier := sinks.NewApplier(redisSink, sinks.NewAlerts(log, m, d.webhook), m)
+	applier := sinks.NewApplier(sinks.NewAlerts(log, m, d.webhook), m, redisSink)
 	d.applier = applier
 
 	d.stream, err = replication.New(replication.Config[*rules.Builder]{
@@ -161,7 +165,7 @@ func newDaemon(cfg *Config, log *slog.Logger, rs *rules.Rules) (*daemon, error) 
 		},
 		OnStart:       d.onStart,
 		BeforeConfirm: d.beforeConfirm,
-		Confirmable:   redisSink.Confirmable,
+		Confirmable:   applier.Confirmable,
 		// Marking every master, and WAITing for replicas there.
 		ConfirmTimeout:  max(2*time.Second, cfg.RedisWaitTimeout+time.Second),
 		StatusInterval:  cfg.StatusInterval,

@@ -50,18 +50,18 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 	if err := d.vis.check(ctx); err != nil {
 		return err
 	}
-	rec, err := d.redis.LoadState(ctx, d.cfg.Slot)
+	rec, err := d.state.Load(ctx)
 	if err != nil {
-		return fmt.Errorf("read the recorded state of slot %s from redis: %w", d.cfg.Slot, err)
+		return fmt.Errorf("read the recorded state of slot %s: %w", d.cfg.Slot, err)
 	}
 	reason, why := gapOf(rec, st)
 	switch reason {
 	case "", "slot_advanced", "state_missing":
-		// Redis losing writes also loses the recorded state's progress:
-		// say which it was when the markers tell.
-		lost, err := d.redis.CheckMarks(ctx, d.cfg.Slot, st.Confirmed)
+		// A sink losing writes may also lose the recorded state's
+		// progress: say which it was when the sinks tell.
+		lost, err := d.applier.Lost(ctx, st.Confirmed)
 		if err != nil {
-			return fmt.Errorf("read redis markers: %w", err)
+			return fmt.Errorf("check the sinks for lost writes: %w", err)
 		}
 		if prev := d.lostWrites.Swap(nil); prev != nil && lost == "" {
 			lost = *prev
@@ -83,7 +83,7 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 		d.gaps.WithLabelValues(reason).Inc()
 	}
 	cur := sinks.State{SystemID: st.SystemID, Timeline: st.Timeline, Confirmed: st.Confirmed}
-	if err := d.redis.ResetState(ctx, d.cfg.Slot, rec, cur); err != nil {
+	if err := d.state.Reset(ctx, rec, cur); err != nil {
 		if errors.Is(err, sinks.ErrStateChanged) {
 			return fmt.Errorf("%w: %w", replication.ErrSuperseded, err)
 		}
@@ -93,14 +93,15 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 	return nil
 }
 
-// beforeConfirm records a position in Redis before it is confirmed to the
-// server, so the next start can tell cdcd's own progress from a gap.
+// beforeConfirm has the sinks secure what they applied up to a position,
+// then records the position, before it is confirmed to the server, so the
+// next start can tell cdcd's own progress from a gap.
 func (d *daemon) beforeConfirm(ctx context.Context, lsn pglogrepl.LSN) error {
-	if err := d.redis.Mark(ctx, d.cfg.Slot, lsn); err != nil {
+	if err := d.applier.Secure(ctx, lsn); err != nil {
 		if errors.Is(err, sinks.ErrLostWrites) {
 			// Keys cdcd deleted may be back, and their positions are
 			// confirmed already: the next session invalidates everything.
-			d.log.Error("redis lost writes cdcd had applied; restarting the session to invalidate every section", "err", err)
+			d.log.Error("a sink lost writes cdcd had applied; restarting the session to invalidate every section", "err", err)
 			why := err.Error()
 			d.lostWrites.Store(&why)
 			return fmt.Errorf("%w: %w", replication.ErrResync, err)
@@ -111,7 +112,7 @@ func (d *daemon) beforeConfirm(ctx context.Context, lsn pglogrepl.LSN) error {
 	if server == nil {
 		return nil // no state recorded in this process (the fault suite's broken build skips OnStart)
 	}
-	err := d.redis.AdvanceState(ctx, d.cfg.Slot, *server, lsn)
+	err := d.state.Advance(ctx, *server, lsn)
 	if errors.Is(err, sinks.ErrStateChanged) {
 		return fmt.Errorf("%w: %w", replication.ErrSuperseded, err)
 	}
