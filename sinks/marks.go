@@ -13,33 +13,91 @@ import (
 )
 
 // Redis replication is asynchronous: a master can acknowledge cdcd's UNLINK
-// and then fail over to a replica that never received it. Before a position
-// is confirmed to Postgres, Secure writes it to a marker key on every master
-// (one per slot range in a Cluster), and optionally WAITs for replicas on
-// the same connection. Replication keeps a master's writes in order, so a
-// node whose marker holds a position also holds every write cdcd made
-// there before it. A marker found behind the position cdcd last wrote
-// there, or gone, means the node serving it now lost writes cdcd had
-// applied: a gap, with reason redis_lost_writes.
+// and then fail over to a replica that never received it. Replication keeps
+// a master's writes in order, so a node that holds one of cdcd's writes
+// holds every write acknowledged there before it. Two keys per master (one
+// pair per slot range in a Cluster, sharing a hash tag) tell a node that
+// lost writes:
+//
+//   - a counter, cdcd:seq:SLOT, incremented at the end of every batch and
+//     every pattern job, on every master, after their deletes. The sink
+//     remembers the highest value an increment returned on each; a node
+//     whose counter is below it lost that increment, and the deletes before
+//     it.
+//   - a marker, cdcd:mark:SLOT, set to a position before it is confirmed to
+//     Postgres (Secure), which first checks every counter; optionally
+//     followed by WAIT for replicas on the same connection. The next process
+//     compares the markers with the position the server resumes at (Lost).
+//
+// A marker found behind what cdcd wrote, or gone, means the node serving it
+// now lost writes cdcd had applied before positions it confirmed: a gap,
+// with reason redis_lost_writes. A counter behind while its marker is
+// intact means the node lost only writes made since the last marker, for
+// positions not yet confirmed: the session starts again from the confirmed
+// position and the server sends those transactions again. Without the
+// counter, a failover losing only those writes would pass the marker check
+// and be confirmed.
 
 // Errors of Secure.
 var (
 	// ErrLostWrites reports a master that lost writes cdcd had applied.
 	ErrLostWrites = errors.New("redis lost writes cdcd had applied")
+	// ErrLostUnconfirmed reports a master that lost writes cdcd made after
+	// the last position it confirmed, and only those: applying the
+	// transactions after that position again repairs it.
+	ErrLostUnconfirmed = errors.New("redis lost writes cdcd made after the last confirmed position")
 	// ErrNotReplicated reports fewer replicas acknowledging cdcd's writes
 	// than CDCD_REDIS_WAIT_REPLICAS asks for, within the timeout.
 	ErrNotReplicated = errors.New("redis replicas did not acknowledge cdcd's writes")
 )
 
-// mark sets KEYS[1] to ARGV[2] unless it holds a position behind ARGV[1],
-// the one this process last wrote there, or no position while one was
-// written: then the node lost writes, and it returns -1.
+// mark sets marker KEYS[1] to ARGV[2] unless the node lost writes. It
+// returns -1 when the marker holds a position behind ARGV[1], the one this
+// process last wrote there, or none while one was written; -2 when only
+// counter KEYS[2] is below ARGV[3], the highest value an increment
+// returned.
 var mark = redis.NewScript(lsnBehind + `
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] ~= '' and (not cur or not ahead(cur, ARGV[1])) then return -1 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[3]) then return -2 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 `)
+
+// seqKey is the write counter that shares marker key's hash slot.
+func seqKey(marker string) string { return "cdcd:seq:" + strings.TrimPrefix(marker, "cdcd:mark:") }
+
+// queueCount queues an increment of every master's write counter on pipe,
+// after the writes queued before it; count records what they returned.
+func (r *Redis) queueCount(ctx context.Context, pipe redis.Pipeliner) (count func(), err error) {
+	keys, err := r.markerKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Incr(ctx, seqKey(k))
+	}
+	return func() {
+		r.seqMu.Lock()
+		defer r.seqMu.Unlock()
+		for i, c := range cmds {
+			// Also after a failed pipeline: what a master acknowledged
+			// may be lost with it.
+			if v, err := c.Result(); err == nil && v > r.seq[keys[i]] {
+				r.seq[keys[i]] = v
+			}
+		}
+	}, nil
+}
+
+// counted returns the highest value an increment of marker's counter
+// returned.
+func (r *Redis) counted(marker string) int64 {
+	r.seqMu.Lock()
+	defer r.seqMu.Unlock()
+	return r.seq[marker]
+}
 
 // markerKeys returns the marker keys of slot: one, or in a Cluster one per
 // slot range, with a hash tag that places it in that range.
@@ -85,6 +143,15 @@ func tagIn(start, end int) string {
 	}
 }
 
+// forget forgets the markers and counts this process wrote: a new session
+// starts from what the nodes hold.
+func (r *Redis) forget() {
+	clear(r.marks)
+	r.seqMu.Lock()
+	clear(r.seq)
+	r.seqMu.Unlock()
+}
+
 // masterFor returns the client of the master that serves key.
 func (r *Redis) masterFor(ctx context.Context, key string) (*redis.Client, error) {
 	switch c := r.client.(type) {
@@ -127,7 +194,7 @@ func (r *Redis) Secure(ctx context.Context, lsn pglogrepl.LSN) error {
 			order = append(order, n)
 		}
 		n.keys = append(n.keys, k)
-		n.marks = append(n.marks, mark.Eval(ctx, n.pipe, []string{k}, r.marks[k], lsn.String()))
+		n.marks = append(n.marks, mark.Eval(ctx, n.pipe, []string{k, seqKey(k)}, r.marks[k], lsn.String(), r.counted(k)))
 	}
 	for _, n := range order {
 		if r.cfg.WaitReplicas > 0 {
@@ -143,30 +210,40 @@ func (r *Redis) Secure(ctx context.Context, lsn pglogrepl.LSN) error {
 			return fmt.Errorf("mark position on %s: %w", n.addr, err)
 		}
 	}
-	var lost []string
+	var lost, unconfirmed []string
 	for _, n := range order {
 		for i, m := range n.marks {
-			if v, _ := m.Int(); v < 0 {
-				lost = append(lost, fmt.Sprintf("%s (marker %s, last written %s)", n.addr, n.keys[i], r.marks[n.keys[i]]))
+			k := n.keys[i]
+			switch v, _ := m.Int(); v {
+			case -1:
+				lost = append(lost, fmt.Sprintf("%s (marker %s, last written %s)", n.addr, k, r.marks[k]))
+			case -2:
+				unconfirmed = append(unconfirmed, fmt.Sprintf("%s (write counter %s, last counted %d)", n.addr, seqKey(k), r.counted(k)))
 			}
 		}
 	}
 	if len(lost) > 0 {
-		clear(r.marks)
+		r.forget()
 		return fmt.Errorf("%w: the node now serving %s", ErrLostWrites, strings.Join(lost, ", "))
 	}
-	// The markers hold lsn now, replicated or not: a failover to a replica
-	// that lacks it is lost writes, found at the next Secure.
-	for _, k := range keys {
-		r.marks[k] = lsn.String()
+	if len(unconfirmed) > 0 {
+		r.forget()
+		return fmt.Errorf("%w: the node now serving %s", ErrLostUnconfirmed, strings.Join(unconfirmed, ", "))
 	}
 	for _, n := range order {
 		if n.wait == nil {
 			continue
 		}
 		if got, _ := n.wait.Int(); got < r.cfg.WaitReplicas {
+			// lsn is not confirmed: a failover that loses this marker
+			// loses nothing confirmed, and the counters catch the rest.
 			return fmt.Errorf("%w: %d of %d replicas of %s within %s", ErrNotReplicated, got, r.cfg.WaitReplicas, n.addr, r.cfg.WaitTimeout)
 		}
+	}
+	// lsn is about to be confirmed: a node whose marker is behind it
+	// from now on lost confirmed writes.
+	for _, k := range keys {
+		r.marks[k] = lsn.String()
 	}
 	return nil
 }
@@ -177,7 +254,7 @@ func (r *Redis) Secure(ctx context.Context, lsn pglogrepl.LSN) error {
 // emptied has no stale keys). It forgets what this process wrote: a new
 // session marks afresh.
 func (r *Redis) Lost(ctx context.Context, confirmed pglogrepl.LSN) (lost string, err error) {
-	clear(r.marks)
+	r.forget()
 	keys, err := r.markerKeys(ctx)
 	if err != nil {
 		return "", err

@@ -259,11 +259,14 @@ func (r *Redis) applyJob(ctx context.Context, job *patternJob) error {
 			return err
 		}
 	}
-	if len(job.keys) > 0 {
-		r.queueUnlinkKeys(ctx, pipe, job.keys)
-		return exec(ctx, pipe)
+	r.queueUnlinkKeys(ctx, pipe, job.keys)
+	count, err := r.queueCount(ctx, pipe)
+	if err != nil {
+		return err
 	}
-	return nil
+	err = exec(ctx, pipe)
+	count()
+	return err
 }
 
 // signal wakes c's receiver, unless a wake-up is already pending.

@@ -118,6 +118,11 @@ type Redis struct {
 	// marks holds, by marker key, the position last written there (see
 	// marks.go). Only the goroutine that confirms positions uses it.
 	marks map[string]string
+	// seq holds, by marker key, the highest value an increment of its write
+	// counter returned (see marks.go). Written by Apply and the pattern
+	// workers.
+	seqMu sync.Mutex
+	seq   map[string]int64
 	// markKeys caches a Cluster's marker keys, one per slot range; nil
 	// after a failed write, when the topology may have changed.
 	markKeys atomic.Pointer[markerCache]
@@ -157,7 +162,7 @@ func NewRedis(cfg RedisConfig, m *Metrics) (*Redis, error) {
 		cfg.PatternQueue = 64
 	}
 	_, cluster := client.(*redis.ClusterClient)
-	r := &Redis{cfg: cfg, client: client, cluster: cluster, log: log, m: m, marks: map[string]string{}}
+	r := &Redis{cfg: cfg, client: client, cluster: cluster, log: log, m: m, marks: map[string]string{}, seq: map[string]int64{}}
 	r.patterns = newPatternRunner(r, cfg.PatternWorkers, cfg.PatternQueue)
 	if m != nil {
 		m.backlog = r.patterns.backlog
@@ -265,7 +270,13 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 			}
 		}
 	}
-	if err := exec(ctx, pipe); err != nil {
+	count, err := r.queueCount(ctx, pipe)
+	if err != nil {
+		return err
+	}
+	err = exec(ctx, pipe)
+	count()
+	if err != nil {
 		return err
 	}
 	if job != nil {

@@ -28,7 +28,9 @@ type Sink interface {
 	// failover, or returns an error and lsn is not confirmed. An error
 	// wrapping ErrLostWrites says the sink lost writes it had applied,
 	// before positions already confirmed: the stream must start again and
-	// invalidate everything.
+	// invalidate everything. ErrLostUnconfirmed says it lost only writes
+	// after the last confirmed position: the stream must start again from
+	// there.
 	Secure(ctx context.Context, lsn pglogrepl.LSN) error
 	// Lost, at the start of a session whose server resumes after
 	// confirmed, says why the sink lost writes it had applied before

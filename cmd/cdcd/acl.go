@@ -34,8 +34,8 @@ var aclCommands = []string{
 	// has not cached the script (a pipeline of revisions uses EVAL).
 	"+evalsha", "+eval",
 	// Revisions (GET and SET in the script; SET alone for a gap's reset),
-	// and the slot's marker.
-	"+get", "+set",
+	// and the slot's marker; INCR counts cdcd's writes to each master.
+	"+get", "+set", "+incr",
 	// The slot's recorded state: read with HGETALL and EXISTS, compared and
 	// moved with HMGET, HGET and HSET in scripts.
 	"+hgetall", "+exists", "+hmget", "+hget", "+hset",

@@ -106,6 +106,12 @@ func (d *daemon) beforeConfirm(ctx context.Context, lsn pglogrepl.LSN) error {
 			d.lostWrites.Store(&why)
 			return fmt.Errorf("%w: %w", replication.ErrResync, err)
 		}
+		if errors.Is(err, sinks.ErrLostUnconfirmed) {
+			// Nothing confirmed is lost: the server sends the
+			// transactions after the confirmed position again.
+			d.log.Warn("a sink lost writes made after the last confirmed position; restarting the session to apply them again", "err", err)
+			return fmt.Errorf("%w: %w", replication.ErrResync, err)
+		}
 		return err
 	}
 	server := d.server.Load()
