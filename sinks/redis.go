@@ -2,7 +2,6 @@ package sinks
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/jackc/pglogrepl"
@@ -179,18 +178,7 @@ func dialer(opt *redis.Options, raw bool) func(ctx context.Context, network, add
 		if opt.TLSConfig == nil {
 			return c, nil
 		}
-		cfg := opt.TLSConfig
-		if cfg.ServerName == "" {
-			// As tls.DialWithDialer does.
-			cfg = cfg.Clone()
-			cfg.ServerName, _, _ = net.SplitHostPort(addr)
-		}
-		tc := tls.Client(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return tc, nil
+		return handshake(ctx, c, opt.TLSConfig, addr)
 	}
 }
 
