@@ -2,7 +2,6 @@ package sinks
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/jackc/pglogrepl"
@@ -189,18 +188,7 @@ func dialer(opt *redis.Options, raw bool) func(ctx context.Context, network, add
 		if opt.TLSConfig == nil {
 			return c, nil
 		}
-		cfg := opt.TLSConfig
-		if cfg.ServerName == "" {
-			// As tls.DialWithDialer does.
-			cfg = cfg.Clone()
-			cfg.ServerName, _, _ = net.SplitHostPort(addr)
-		}
-		tc := tls.Client(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return tc, nil
+		return handshake(ctx, c, opt.TLSConfig, addr)
 	}
 }
 
@@ -397,11 +385,15 @@ func (r *Redis) scanEach(ctx context.Context, pattern string, fn func(keys []str
 }
 
 // unlinkMatching deletes every key matching pattern, scanning each master
-// and deleting what it returns on that master, page by page.
+// and deleting what it returns, page by page. The deletes go through the
+// client's routing, not straight to the master scanned: during resharding
+// a master holds keys of a slot it is importing, which it deletes only
+// when asked through the slot's owner (MOVED, then ASK), and which the
+// client follows.
 func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
 	return r.forEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 		return r.scanNode(ctx, c, pattern, func(keys []string) error {
-			pipe := c.Pipeline()
+			pipe := r.client.Pipeline()
 			r.queueUnlinkKeys(ctx, pipe, keys)
 			return exec(ctx, pipe)
 		})

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -152,4 +153,66 @@ func (r *Redis) failed(ctx context.Context) {
 		cc.ReloadState(ctx)
 		r.markKeys.Store(nil)
 	}
+}
+
+// handshake runs the TLS handshake on c, a connection to addr. Under TLS
+// 1.3 a server that demands a client certificate refuses a connection
+// without one only after the handshake: its alert, or the reset that
+// follows it, meets the first command and does not say why. So when the
+// server asks for a certificate and cdcd has none, the connection's errors
+// say so.
+func handshake(ctx context.Context, c net.Conn, cfg *tls.Config, addr string) (net.Conn, error) {
+	cfg = cfg.Clone()
+	if cfg.ServerName == "" {
+		// As tls.DialWithDialer does.
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	asked := false
+	if len(cfg.Certificates) == 0 && cfg.GetClientCertificate == nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			asked = true
+			return &tls.Certificate{}, nil // none: the server decides
+		}
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if asked {
+		return certlessConn{tc}, nil
+	}
+	return tc, nil
+}
+
+// certlessConn is a TLS connection to a server that asked for a client
+// certificate cdcd does not have (see handshake). As with raw sockets (see
+// dialer), the pool cannot peek at it while it is idle.
+type certlessConn struct{ net.Conn }
+
+func (c certlessConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	return n, noCertificate(err)
+}
+
+func (c certlessConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	return n, noCertificate(err)
+}
+
+// errNoClientCert is added to the failures of a connection to a server
+// that asked for a client certificate cdcd does not have.
+var errNoClientCert = errors.New("the server asked for a TLS client certificate and none is configured")
+
+// noCertificate adds errNoClientCert to a connection's failure. The end of
+// the stream and timeouts pass unchanged: callers compare and type-assert
+// them. Both errors are wrapped side by side (two %w): go-redis strips one
+// level of wrapping (errors.Unwrap) off a failed connection set-up, which
+// leaves such an error whole.
+func noCertificate(err error) error {
+	var ne net.Error
+	if err == nil || errors.Is(err, io.EOF) || errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, errNoClientCert)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -204,4 +205,70 @@ func wantStopped(t *testing.T, servers []*Redis, stop func() error) {
 			t.Errorf("server %s: directory %s left behind (%v)", n.Addr, n.dir, err)
 		}
 	}
+}
+
+func TestRedisClusterMigrateSlot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := MustRedisCluster(t, 3, 1)
+	cc := clusterClient(t, c, nil)
+	keys := []string{"{m}a", "{m}b", "{m}c"}
+	for _, k := range keys {
+		if err := cc.Set(ctx, k, k, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slot := int(cc.ClusterKeySlot(ctx, keys[0]).Val())
+	from, err := cc.MasterForKey(ctx, keys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards, err := c.Shards(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := shards[0].Master
+	if to.Addr == from.Options().Addr {
+		to = shards[1].Master
+	}
+	m, err := c.BeginMigration(ctx, slot, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := m.MoveKeys(ctx, 1, 0); err != nil || n != 1 {
+		t.Fatalf("MoveKeys = %d, %v; want 1 key moved", n, err)
+	}
+	// Half moved: the old owner sends a client asking for a key it no
+	// longer holds to the new one.
+	moved, err := to.Do(ctx, "CLUSTER", "GETKEYSINSLOT", strconv.Itoa(slot), "1")
+	if err != nil || moved == "" {
+		t.Fatalf("the new owner holds no key of the slot: %q, %v", moved, err)
+	}
+	if _, err := m.From.Do(ctx, "GET", moved); err == nil || !strings.HasPrefix(err.Error(), "redis GET: ASK "+strconv.Itoa(slot)+" "+to.Addr) {
+		t.Fatalf("GET %s on the old owner: %v, want ASK to %s", moved, err, to.Addr)
+	}
+	readAll(t, ctx, cc, keys)
+	if err := m.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if size, err := to.Do(ctx, "CLUSTER", "COUNTKEYSINSLOT", strconv.Itoa(slot)); err != nil || size != "3" {
+		t.Fatalf("the new owner holds %s keys of the slot (%v)", size, err)
+	}
+	// The old owner redirects: MOVED.
+	if _, err := m.From.Do(ctx, "GET", keys[0]); err == nil || !strings.HasPrefix(err.Error(), "redis GET: MOVED "+strconv.Itoa(slot)+" "+to.Addr) {
+		t.Fatalf("GET on the old owner: %v, want MOVED to %s", err, to.Addr)
+	}
+	readAll(t, ctx, cc, keys)
+
+	// MigrateSlot does it all, here back to the old owner.
+	if n, err := c.MigrateSlot(ctx, slot, m.From, 10*time.Millisecond); err != nil || n != len(keys) {
+		t.Fatalf("MigrateSlot = %d, %v; want %d keys moved", n, err, len(keys))
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, ctx, cc, keys)
 }
