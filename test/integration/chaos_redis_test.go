@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"os"
 	"regexp"
 	"strconv"
 	"testing"
@@ -42,10 +43,21 @@ func sentinelRedis(t *testing.T) *chaosRedis {
 		}}
 }
 
-// A master crashes mid-load, its replica takes over without the deletes
-// not yet replicated, and the crashed node comes back as a replica. The
-// masters take turns.
+// clusterMasterKilled: a master crashes mid-load, its replica takes over,
+// and the crashed node comes back as a replica. The masters take turns.
 var clusterMasterKilled = fault{"cluster master killed", func(t *testing.T, c *chaos) {
+	killClusterMaster(t, c, 0)
+}}
+
+// clusterMasterKilledLagging: the same, with the replica surely lacking
+// the master's last writes — it is frozen and its link dropped for lag
+// before the crash, so what the master wrote meanwhile never reaches it.
+var clusterMasterKilledLagging = fault{"cluster master killed, replica lagging", func(t *testing.T, c *chaos) {
+	killClusterMaster(t, c, 300*time.Millisecond)
+}}
+
+func killClusterMaster(t *testing.T, c *chaos, lag time.Duration) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cl := c.redis.cluster
@@ -54,10 +66,32 @@ var clusterMasterKilled = fault{"cluster master killed", func(t *testing.T, c *c
 	if err := cl.WaitReplicated(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	m, err := cl.KillMaster(ctx, c.round%3)
+	shards, err := cl.Shards(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	i := c.round % len(shards)
+	if lag > 0 {
+		for _, r := range shards[i].Replicas {
+			if err := r.Pause(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := shards[i].Master.Do(ctx, "CLIENT", "KILL", "TYPE", "replica"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(lag)
+	}
+	m, err := cl.KillMaster(ctx, i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lag > 0 {
+		for _, r := range shards[i].Replicas {
+			if err := r.Resume(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	if err := cl.WaitHealthy(ctx); err != nil {
 		t.Fatal(err)
@@ -65,7 +99,7 @@ var clusterMasterKilled = fault{"cluster master killed", func(t *testing.T, c *c
 	if err := cl.Restart(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-}}
+}
 
 // sentinelFaults fail the primary over to its replica after cutting the
 // replica off the replication stream: it lacks the deletes cdcd made
@@ -146,6 +180,26 @@ func TestFaultSuiteRedisCluster(t *testing.T) {
 	rounds := roundsFrom(t, "CDCD_CHAOS_REDIS_ROUNDS", 3)
 	if stale := runChaos(t, c, []fault{clusterMasterKilled}, rounds); stale > 0 {
 		t.Errorf("%d stale keys over %d rounds", stale, rounds)
+	}
+}
+
+// A master that crashes with deletes cdcd made after its last marker
+// write unreplicated loses them unnoticed: the replica's marker is the one
+// cdcd last wrote, and cdcd retries only the write that failed, not the
+// ones the dead master had acknowledged. Known to leave stale keys; runs
+// with CDCD_CHAOS_KNOWN_FAILING=1.
+func TestFaultSuiteRedisClusterLaggingReplica(t *testing.T) {
+	if os.Getenv("CDCD_CHAOS_KNOWN_FAILING") == "" {
+		t.Skip("known to leave stale keys: deletes after the last marker, lost in a crash, are not replayed (CDCD_CHAOS_KNOWN_FAILING=1 runs it)")
+	}
+	for _, mode := range lossModes {
+		t.Run(mode.name, func(t *testing.T) {
+			c := newChaosOver(t, clusterRedis(t), mode.extra...)
+			rounds := roundsFrom(t, "CDCD_CHAOS_REDIS_ROUNDS", 3)
+			if stale := runChaos(t, c, []fault{clusterMasterKilledLagging}, rounds); stale > 0 {
+				t.Errorf("%d stale keys over %d rounds", stale, rounds)
+			}
+		})
 	}
 }
 
