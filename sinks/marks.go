@@ -146,7 +146,7 @@ func (r *Redis) Mark(ctx context.Context, slot string, lsn pglogrepl.LSN) error 
 	var lost []string
 	for _, n := range order {
 		for i, m := range n.marks {
-			if v, _ := m.Int(); v < 0 {
+			if v, _ := m.Int(); v < 0 && !ignoreLostWrites {
 				lost = append(lost, fmt.Sprintf("%s (marker %s, last written %s)", n.addr, n.keys[i], r.marks[n.keys[i]]))
 			}
 		}
@@ -178,6 +178,9 @@ func (r *Redis) Mark(ctx context.Context, slot string, lsn pglogrepl.LSN) error 
 // wrote: a new session marks afresh.
 func (r *Redis) CheckMarks(ctx context.Context, slot string, confirmed pglogrepl.LSN) (lost string, err error) {
 	clear(r.marks)
+	if ignoreLostWrites {
+		return "", nil
+	}
 	keys, err := r.markerKeys(ctx, slot)
 	if err != nil {
 		return "", err

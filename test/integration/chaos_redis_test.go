@@ -217,3 +217,13 @@ func TestFaultSuiteRedisSentinel(t *testing.T) {
 		})
 	}
 }
+
+// The Sentinel rounds catch a daemon that does not check its markers: the
+// failover's lost deletes stay lost.
+func TestFaultSuiteRedisSentinelCatchesIgnoredMarkers(t *testing.T) {
+	useBrokenBuild(t, "cdcd_nomarkcheck")
+	c := newChaosOver(t, sentinelRedis(t))
+	if stale := runChaos(t, c, sentinelFaults[:1], 1); stale == 0 {
+		t.Fatal("the checker found no stale key in a daemon that ignores its markers")
+	}
+}

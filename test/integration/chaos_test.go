@@ -346,18 +346,24 @@ func TestFaultSuite(t *testing.T) {
 // The checker catches a daemon that acknowledges before applying: the same
 // suite, against a build made to do exactly that, must find stale keys.
 func TestFaultSuiteCatchesAckBeforeApply(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "cdcd-ackfirst")
-	build := exec.Command("go", "build", "-tags", "cdcd_ackfirst", "-o", bin, "./cmd/cdcd")
+	useBrokenBuild(t, "cdcd_ackfirst")
+	c := newChaos(t)
+	if stale := runChaos(t, c, []fault{readOnlyThenKill}, 3); stale == 0 {
+		t.Fatal("the checker found no stale key in a daemon that acknowledges before applying")
+	}
+}
+
+// useBrokenBuild has the rest of t run a cdcd built with a tag that
+// breaks it on purpose.
+func useBrokenBuild(t *testing.T, tag string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cdcd-"+tag)
+	build := exec.Command("go", "build", "-tags", tag, "-o", bin, "./cmd/cdcd")
 	build.Dir = repoDir
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	saved := binary
 	binary = bin
-	defer func() { binary = saved }()
-
-	c := newChaos(t)
-	if stale := runChaos(t, c, []fault{readOnlyThenKill}, 3); stale == 0 {
-		t.Fatal("the checker found no stale key in a daemon that acknowledges before applying")
-	}
+	t.Cleanup(func() { binary = saved })
 }
