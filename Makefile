@@ -42,10 +42,12 @@ unit:
 integration:
 	$(GO) test -race -count=1 -timeout 20m ./test/integration/...
 
-## chaos: the fault suite at length (make test runs it at CI size).
+## chaos: the fault suite at length (make test runs it at CI size): the
+## standalone rounds, then those over a Redis Cluster and a Sentinel group.
 CHAOS_ROUNDS ?= 80
+CHAOS_REDIS_ROUNDS ?= 12
 chaos:
-	CDCD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -race -count=1 -timeout 60m -v -run 'TestFaultSuite' ./test/integration/
+	CDCD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) CDCD_CHAOS_REDIS_ROUNDS=$(CHAOS_REDIS_ROUNDS) $(GO) test -race -count=1 -timeout 60m -v -run 'TestFaultSuite' ./test/integration/
 
 ## consistency: the read-through harness at length (make test runs it for
 ## about 25 s): stale values at rest, and reads older than the database in

@@ -214,6 +214,9 @@ func (r *Redis) Secure(ctx context.Context, lsn pglogrepl.LSN) error {
 	for _, n := range order {
 		for i, m := range n.marks {
 			k := n.keys[i]
+			if ignoreLostWrites {
+				continue
+			}
 			switch v, _ := m.Int(); v {
 			case -1:
 				lost = append(lost, fmt.Sprintf("%s (marker %s, last written %s)", n.addr, k, r.marks[k]))
@@ -255,6 +258,9 @@ func (r *Redis) Secure(ctx context.Context, lsn pglogrepl.LSN) error {
 // session marks afresh.
 func (r *Redis) Lost(ctx context.Context, confirmed pglogrepl.LSN) (lost string, err error) {
 	r.forget()
+	if ignoreLostWrites {
+		return "", nil
+	}
 	keys, err := r.markerKeys(ctx)
 	if err != nil {
 		return "", err

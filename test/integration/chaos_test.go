@@ -17,6 +17,7 @@ import (
 
 	"github.com/cdcd/cdcd/internal/testenv"
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 )
 
 // The fault suite: rounds of fill keys → write load → fault → catch up →
@@ -32,13 +33,41 @@ type fault struct {
 }
 
 // chaos is the world of the fault suite: cdcd reaches Postgres through a
-// proxy whose connections can be cut.
+// proxy whose connections can be cut, and writes to redis.
 type chaos struct {
 	e      *env
 	proxy  *testenv.Proxy
 	dbURL  string // through the proxy
+	redis  *chaosRedis
 	active *daemon
 	extra  []string
+	round  int // counted from 0
+}
+
+// chaosRedis is the Redis a fault suite runs over: the shared standalone
+// server, or a Cluster or Sentinel group of the suite's own.
+type chaosRedis struct {
+	mode string // CDCD_REDIS_MODE; "" with url "": the shared server
+	url  string // CDCD_REDIS_URL
+	// client reads and fills keys where cdcd deletes them: the Cluster's
+	// masters, the Sentinel group's primary.
+	client   redis.UniversalClient
+	cluster  *testenv.RedisCluster
+	sentinel *testenv.RedisSentinel
+	// A fault that leaves this Redis unfit for another round sets spent;
+	// the next round starts cdcd afresh on renew's Redis (stop ends this
+	// one first).
+	spent bool
+	renew func() *chaosRedis
+	stop  func()
+}
+
+// env returns the variables that point cdcd at r.
+func (r *chaosRedis) env() []string {
+	if r.url == "" {
+		return nil
+	}
+	return []string{"CDCD_REDIS_MODE=" + r.mode, "CDCD_REDIS_URL=" + r.url}
 }
 
 func (c *chaos) start(t *testing.T) *daemon {
@@ -46,7 +75,7 @@ func (c *chaos) start(t *testing.T) *daemon {
 	saved := c.e.dbURL
 	c.e.dbURL = c.dbURL
 	defer func() { c.e.dbURL = saved }()
-	return c.e.startDaemon(c.extra...)
+	return c.e.startDaemon(append(c.redis.env(), c.extra...)...)
 }
 
 func (c *chaos) spawn(t *testing.T) *daemon {
@@ -54,7 +83,18 @@ func (c *chaos) spawn(t *testing.T) *daemon {
 	saved := c.e.dbURL
 	c.e.dbURL = c.dbURL
 	defer func() { c.e.dbURL = saved }()
-	return c.e.spawn(c.extra...)
+	return c.e.spawn(append(c.redis.env(), c.extra...)...)
+}
+
+// renewRedis moves cdcd to a new Redis in place of a spent one, before a
+// round fills its keys there.
+func (c *chaos) renewRedis(t *testing.T) {
+	t.Helper()
+	c.active.kill()
+	c.redis.stop()
+	c.redis = c.redis.renew()
+	c.active = c.start(t)
+	c.e.waitConfirmed(c.e.lsn(), 60*time.Second)
 }
 
 // readOnlyThenKill: Redis refuses writes and cdcd dies before it comes
@@ -194,15 +234,19 @@ func (w *writeLoad) finish() map[int]bool {
 	return w.changed
 }
 
-func chaosRounds(t *testing.T) int {
-	if s := os.Getenv("CDCD_CHAOS_ROUNDS"); s != "" {
+func chaosRounds(t *testing.T) int { return roundsFrom(t, "CDCD_CHAOS_ROUNDS", 3*len(faults)) }
+
+// roundsFrom returns the number of rounds the variable name sets, def
+// when it is unset.
+func roundsFrom(t *testing.T, name string, def int) int {
+	if s := os.Getenv(name); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			t.Fatalf("CDCD_CHAOS_ROUNDS: %v", err)
+			t.Fatalf("%s: %v", name, err)
 		}
 		return n
 	}
-	return 3 * len(faults)
+	return def
 }
 
 // runChaos runs rounds and returns the number of stale keys found.
@@ -210,13 +254,13 @@ func runChaos(t *testing.T, c *chaos, faultsToRun []fault, rounds int) int {
 	const perRound = 20000
 	stale := 0
 	for round := 0; round < rounds; round++ {
+		c.round = round
+		if c.redis.spent {
+			c.renewRedis(t)
+		}
 		f := faultsToRun[round%len(faultsToRun)]
 		base := round * perRound
-		keys := make([]string, 0, perRound)
-		for run := base + 1; run <= base+perRound; run++ {
-			keys = append(keys, fmt.Sprintf("nodb:%d:climate", run))
-		}
-		c.e.set(keys...)
+		setKeys(t, c.redis.client, runKeys(base+1, base+perRound)...)
 		w := startWriteLoad(c.e, base, perRound)
 		time.Sleep(500 * time.Millisecond)
 		start := time.Now()
@@ -225,25 +269,59 @@ func runChaos(t *testing.T, c *chaos, faultsToRun []fault, rounds int) int {
 		changed := w.finish()
 		c.active.waitReady(30 * time.Second)
 		c.e.waitConfirmed(c.e.lsn(), 60*time.Second)
-		n := 0
+		var stillCached []string
 		for run := range changed {
-			if c.e.exists(fmt.Sprintf("nodb:%d:climate", run)) {
-				n++
-			}
+			stillCached = append(stillCached, fmt.Sprintf("nodb:%d:climate", run))
 		}
-		t.Logf("round %d: %-38s %5d runs changed, %d stale keys (fault took %s)", round+1, f.name, len(changed), n, time.Since(start).Round(time.Millisecond))
+		n := countCached(t, c.redis.client, stillCached)
+		t.Logf("round %d: %-41s %5d runs changed, %d stale keys (fault took %s, %v gaps so far)", round+1, f.name, len(changed), n,
+			time.Since(start).Round(time.Millisecond), c.active.metric("cdcd_gap_invalidations_total"))
 		stale += n
 	}
 	return stale
 }
 
+// countCached returns how many of keys are cached, reading through c.
+func countCached(t *testing.T, c redis.UniversalClient, keys []string) int {
+	t.Helper()
+	ctx := context.Background()
+	n := 0
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), 1000)]
+		keys = keys[len(batch):]
+		pipe := c.Pipeline()
+		cmds := make([]*redis.IntCmd, len(batch))
+		for i, k := range batch {
+			cmds[i] = pipe.Exists(ctx, k)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatalf("EXISTS: %v", err)
+		}
+		for _, cmd := range cmds {
+			n += int(cmd.Val())
+		}
+	}
+	return n
+}
+
+// newChaos runs the fault suite over the shared standalone Redis.
 func newChaos(t *testing.T, extra ...string) *chaos {
 	t.Helper()
+	return newChaosOver(t, nil, extra...)
+}
+
+// newChaosOver runs the fault suite over r (nil: the shared standalone
+// Redis).
+func newChaosOver(t *testing.T, r *chaosRedis, extra ...string) *chaos {
+	t.Helper()
 	e := newEnv(t)
+	if r == nil {
+		r = &chaosRedis{client: e.rdb}
+	}
 	proxy := testenv.MustProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))
 	// A silent link is noticed in seconds, not the default minute.
 	extra = append([]string{"CDCD_REPLICATION_SILENCE_TIMEOUT=3s"}, extra...)
-	c := &chaos{e: e, proxy: proxy, extra: extra,
+	c := &chaos{e: e, proxy: proxy, redis: r, extra: extra,
 		dbURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", proxy.Port, dbNameOf(e.dbURL))}
 	c.active = c.start(t)
 	return c
@@ -268,18 +346,24 @@ func TestFaultSuite(t *testing.T) {
 // The checker catches a daemon that acknowledges before applying: the same
 // suite, against a build made to do exactly that, must find stale keys.
 func TestFaultSuiteCatchesAckBeforeApply(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "cdcd-ackfirst")
-	build := exec.Command("go", "build", "-tags", "cdcd_ackfirst", "-o", bin, "./cmd/cdcd")
+	useBrokenBuild(t, "cdcd_ackfirst")
+	c := newChaos(t)
+	if stale := runChaos(t, c, []fault{readOnlyThenKill}, 3); stale == 0 {
+		t.Fatal("the checker found no stale key in a daemon that acknowledges before applying")
+	}
+}
+
+// useBrokenBuild has the rest of t run a cdcd built with a tag that
+// breaks it on purpose.
+func useBrokenBuild(t *testing.T, tag string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cdcd-"+tag)
+	build := exec.Command("go", "build", "-tags", tag, "-o", bin, "./cmd/cdcd")
 	build.Dir = repoDir
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	saved := binary
 	binary = bin
-	defer func() { binary = saved }()
-
-	c := newChaos(t)
-	if stale := runChaos(t, c, []fault{readOnlyThenKill}, 3); stale == 0 {
-		t.Fatal("the checker found no stale key in a daemon that acknowledges before applying")
-	}
+	t.Cleanup(func() { binary = saved })
 }

@@ -119,15 +119,21 @@ func (e *env) waitConfirmed(lsn pglogrepl.LSN, timeout time.Duration) {
 
 func (e *env) set(keys ...string) {
 	e.t.Helper()
+	setKeys(e.t, e.rdb, keys...)
+}
+
+// setKeys caches keys through c, a thousand to a pipeline.
+func setKeys(t *testing.T, c redis.UniversalClient, keys ...string) {
+	t.Helper()
 	ctx := context.Background()
 	for len(keys) > 0 {
 		n := min(len(keys), 1000)
-		pipe := e.rdb.Pipeline()
+		pipe := c.Pipeline()
 		for _, k := range keys[:n] {
 			pipe.Set(ctx, k, "cached", 0)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			e.t.Fatalf("SET: %v", err)
+			t.Fatalf("SET: %v", err)
 		}
 		keys = keys[n:]
 	}
