@@ -23,7 +23,8 @@ import (
 //     every pattern job, on every master, after their deletes. The sink
 //     remembers the highest value an increment returned on each; a node
 //     whose counter is below it lost that increment, and the deletes before
-//     it.
+//     it. Every increment checks that first: later increments on a node
+//     that lost some would soon hide the loss.
 //   - a marker, cdcd:mark:SLOT, set to a position before it is confirmed to
 //     Postgres (Secure), which first checks every counter; optionally
 //     followed by WAIT for replicas on the same connection. The next process
@@ -67,16 +68,26 @@ return 1
 // seqKey is the write counter that shares marker key's hash slot.
 func seqKey(marker string) string { return "cdcd:seq:" + strings.TrimPrefix(marker, "cdcd:mark:") }
 
+// count increments write counter KEYS[1] and returns its new value, or -1
+// when it held less than ARGV[1], the highest value an increment returned
+// before this one was sent: the node lost writes.
+var count = redis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local v = redis.call('INCR', KEYS[1])
+if cur < tonumber(ARGV[1]) then return -1 end
+return v
+`)
+
 // queueCount queues an increment of every master's write counter on pipe,
-// after the writes queued before it; count records what they returned.
-func (r *Redis) queueCount(ctx context.Context, pipe redis.Pipeliner) (count func(), err error) {
+// after the writes queued before it; counted records what they returned.
+func (r *Redis) queueCount(ctx context.Context, pipe redis.Pipeliner) (counted func(), err error) {
 	keys, err := r.markerKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cmds := make([]*redis.IntCmd, len(keys))
+	cmds := make([]*redis.Cmd, len(keys))
 	for i, k := range keys {
-		cmds[i] = pipe.Incr(ctx, seqKey(k))
+		cmds[i] = count.Eval(ctx, pipe, []string{seqKey(k)}, r.counted(k))
 	}
 	return func() {
 		r.seqMu.Lock()
@@ -84,7 +95,12 @@ func (r *Redis) queueCount(ctx context.Context, pipe redis.Pipeliner) (count fun
 		for i, c := range cmds {
 			// Also after a failed pipeline: what a master acknowledged
 			// may be lost with it.
-			if v, err := c.Result(); err == nil && v > r.seq[keys[i]] {
+			v, err := c.Int64()
+			switch {
+			case err != nil:
+			case v < 0:
+				r.seqLost = append(r.seqLost, keys[i])
+			case v > r.seq[keys[i]]:
 				r.seq[keys[i]] = v
 			}
 		}
@@ -149,7 +165,18 @@ func (r *Redis) forget() {
 	clear(r.marks)
 	r.seqMu.Lock()
 	clear(r.seq)
+	r.seqLost = nil
 	r.seqMu.Unlock()
+}
+
+// countLost returns the marker keys whose counter an increment found
+// behind, since the last call.
+func (r *Redis) countLost() []string {
+	r.seqMu.Lock()
+	defer r.seqMu.Unlock()
+	lost := r.seqLost
+	r.seqLost = nil
+	return lost
 }
 
 // masterFor returns the client of the master that serves key.
@@ -211,6 +238,12 @@ func (r *Redis) Secure(ctx context.Context, lsn pglogrepl.LSN) error {
 		}
 	}
 	var lost, unconfirmed []string
+	for _, k := range r.countLost() {
+		if ignoreLostWrites {
+			break
+		}
+		unconfirmed = append(unconfirmed, fmt.Sprintf("write counter %s (found behind by a batch)", seqKey(k)))
+	}
 	for _, n := range order {
 		for i, m := range n.marks {
 			k := n.keys[i]

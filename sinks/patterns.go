@@ -260,12 +260,12 @@ func (r *Redis) applyJob(ctx context.Context, job *patternJob) error {
 		}
 	}
 	r.queueUnlinkKeys(ctx, pipe, job.keys)
-	count, err := r.queueCount(ctx, pipe)
+	counted, err := r.queueCount(ctx, pipe)
 	if err != nil {
 		return err
 	}
 	err = exec(ctx, pipe)
-	count()
+	counted()
 	return err
 }
 

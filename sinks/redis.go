@@ -120,8 +120,9 @@ type Redis struct {
 	// seq holds, by marker key, the highest value an increment of its write
 	// counter returned (see marks.go). Written by Apply and the pattern
 	// workers.
-	seqMu sync.Mutex
-	seq   map[string]int64
+	seqMu   sync.Mutex
+	seq     map[string]int64
+	seqLost []string // marker keys whose counter an increment found behind
 	// markKeys caches a Cluster's marker keys, one per slot range; nil
 	// after a failed write, when the topology may have changed.
 	markKeys atomic.Pointer[markerCache]
@@ -258,12 +259,12 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 			}
 		}
 	}
-	count, err := r.queueCount(ctx, pipe)
+	counted, err := r.queueCount(ctx, pipe)
 	if err != nil {
 		return err
 	}
 	err = exec(ctx, pipe)
-	count()
+	counted()
 	if err != nil {
 		return err
 	}
