@@ -50,8 +50,9 @@ chaos:
 	CDCD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) CDCD_CHAOS_REDIS_ROUNDS=$(CHAOS_REDIS_ROUNDS) $(GO) test -race -count=1 -timeout 60m -v -run 'TestFaultSuite' ./test/integration/
 
 ## consistency: the read-through harness at length (make test runs it for
-## about 25 s): stale values at rest, and reads older than the database in
-## nines, for guarded readers and for a plain GET/SET control.
+## about a minute), on standalone Redis and under Sentinel with failovers:
+## stale values at rest, and reads older than the database in nines, for
+## guarded readers and for a plain GET/SET control.
 CONSISTENCY_SECONDS ?= 300
 consistency:
 	CDCD_CONSISTENCY_SECONDS=$(CONSISTENCY_SECONDS) $(GO) test -count=1 -timeout 60m -v -run 'TestConsistency' ./test/integration/

@@ -38,9 +38,11 @@ func pause() time.Duration {
 
 // harness drives load against e's database, Redis and cdcd.
 type harness struct {
-	e    *env
-	pool *pgxpool.Pool
-	d    *daemon
+	e     *env
+	pool  *pgxpool.Pool
+	redis *consRedis
+	d     *daemon
+	gaps  float64 // gaps of reason redis_lost_writes of the cdcd processes killed
 
 	mu      sync.Mutex
 	commits map[int][]time.Time // per item: commits[id][v] is when val became v+1
@@ -88,6 +90,7 @@ func (h *harness) run(t *testing.T, d time.Duration, caches []*readthrough.Cache
 	h.commits = make(map[int][]time.Time)
 	h.reads = nil
 	var r result
+	gaps := h.lostWriteGaps()
 	start := time.Now()
 	writeCtx, stopWriters := context.WithCancel(context.Background())
 	readCtx, stopReaders := context.WithCancel(context.Background())
@@ -117,10 +120,17 @@ func (h *harness) run(t *testing.T, d time.Duration, caches []*readthrough.Cache
 	readers.Wait()
 	h.waitCaughtUp(t)
 	r.duration = time.Since(start)
+	r.gaps = int(h.lostWriteGaps() - gaps)
 	errs.Range(func(_, v any) bool { r.errors += v.(int); return true })
 	h.measure(&r)
 	h.checkAtRest(t, &r)
 	return r
+}
+
+// lostWriteGaps counts the gaps of reason redis_lost_writes of every cdcd
+// process so far.
+func (h *harness) lostWriteGaps() float64 {
+	return h.gaps + h.d.metric("cdcd_gap_invalidations_total", "reason=redis_lost_writes")
 }
 
 // forget deletes the cached values and revisions of an earlier run (not
@@ -129,36 +139,34 @@ func (h *harness) forget(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	for _, pattern := range []string{"item:*", "bucket:*", "rev:*"} {
-		keys, err := h.e.rdb.Keys(ctx, pattern).Result()
+		keys, err := h.redis.rdb.Keys(ctx, pattern).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(keys) > 0 {
-			h.e.rdb.Del(ctx, keys...)
+			h.redis.rdb.Del(ctx, keys...)
 		}
 	}
 }
 
 // inject spreads faults over d: every 20 s (at least once), cdcd is killed
-// with SIGKILL and restarted, then Redis is restarted empty.
-func (h *harness) inject(t *testing.T, d time.Duration) int {
+// with SIGKILL and restarted, then Redis has its fault (consRedis).
+func (h *harness) inject(t *testing.T, d time.Duration) (faults []string) {
 	t.Helper()
-	n := 0
 	end := time.Now().Add(d)
 	for cycle := min(d, 20*time.Second); time.Until(end) > 0; {
 		time.Sleep(min(cycle/3, time.Until(end)))
+		h.gaps += h.d.metric("cdcd_gap_invalidations_total", "reason=redis_lost_writes")
 		h.d.kill()
 		time.Sleep(500 * time.Millisecond)
-		h.d = h.e.startDaemon()
-		n++
+		h.d = h.e.startDaemon(h.redis.env...)
+		t.Logf("%s: cdcd killed (SIGKILL) and restarted", now())
+		faults = append(faults, "kill -9 of cdcd")
 		time.Sleep(min(cycle/3, max(time.Until(end), 0)))
-		if err := rds.Restart(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		n++
+		faults = append(faults, h.redis.fault(t, h, len(faults)/2))
 		time.Sleep(min(cycle/3, max(time.Until(end), 0)))
 	}
-	return n
+	return faults
 }
 
 // write increments random items until ctx ends, recording when each new
@@ -226,7 +234,7 @@ func (h *harness) read(ctx context.Context, c *readthrough.Cache) (failed int) {
 
 // plainGet is the reader the protocol replaces: GET, else load and SET.
 func (h *harness) plainGet(ctx context.Context, key string, load func(context.Context) ([]byte, error)) ([]byte, error) {
-	v, err := h.e.rdb.Get(ctx, key).Bytes()
+	v, err := h.redis.rdb.Get(ctx, key).Bytes()
 	if err == nil {
 		return v, nil
 	}
@@ -236,7 +244,7 @@ func (h *harness) plainGet(ctx context.Context, key string, load func(context.Co
 	if v, err = load(ctx); err != nil {
 		return nil, err
 	}
-	return v, h.e.rdb.Set(ctx, key, v, 0).Err()
+	return v, h.redis.rdb.Set(ctx, key, v, 0).Err()
 }
 
 // measure counts the item reads that returned a value older than the

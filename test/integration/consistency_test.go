@@ -54,7 +54,20 @@ func TestConsistency(t *testing.T) {
 		}
 		seconds = n
 	}
-	e := newEnv(t)
+	// Redis standalone, restarted empty as its fault; and under Sentinel,
+	// failed over as its fault, the first time losing writes.
+	t.Run("standalone", func(t *testing.T) {
+		e := newEnv(t)
+		consistency(t, e, standaloneRedis(e), seconds)
+	})
+	t.Run("sentinel", func(t *testing.T) {
+		consistency(t, newEnv(t), sentinelRedis(t), seconds)
+	})
+}
+
+// consistency runs the control, then guarded readers without and with
+// faults, through rd.
+func consistency(t *testing.T, e *env, rd *consRedis, seconds int) {
 	e.exec(consistencySchema)
 	e.rules = filepath.Join(t.TempDir(), "rules.json")
 	if err := os.WriteFile(e.rules, []byte(consistencyRules), 0o644); err != nil {
@@ -70,8 +83,7 @@ func TestConsistency(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	h := &harness{e: e, pool: pool, d: e.startDaemon()}
-
+	h := &harness{e: e, pool: pool, redis: rd, d: e.startDaemon(rd.env...)}
 	// The calm runs (no faults) last a sixth of the faulty one, 5 s at least.
 	calm := max(5*time.Second, time.Duration(seconds)*time.Second/6)
 
@@ -93,7 +105,7 @@ func TestConsistency(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		var caches []*readthrough.Cache
 		for i, opts := range [][]readthrough.Option{nil, {readthrough.WithSetThenCheck()}} {
-			c, err := readthrough.New(e.rdb, e.rules, append(opts, readthrough.WithRegisterer(
+			c, err := readthrough.New(rd.rdb, e.rules, append(opts, readthrough.WithRegisterer(
 				prometheus.WrapRegistererWith(prometheus.Labels{"cache": strconv.Itoa(i)}, reg)))...)
 			if err != nil {
 				t.Fatal(err)
@@ -111,8 +123,8 @@ func TestConsistency(t *testing.T) {
 		if guarded.staleAtRest != 0 {
 			t.Errorf("%s: %d keys stale at rest: %s", name, guarded.staleAtRest, strings.Join(guarded.staleKeys, ", "))
 		}
-		if guarded.reads == 0 || faults && guarded.faults == 0 {
-			t.Errorf("%s: %d reads under %d faults", name, guarded.reads, guarded.faults)
+		if guarded.reads == 0 || faults && len(guarded.faults) == 0 {
+			t.Errorf("%s: %d reads under %d faults", name, guarded.reads, len(guarded.faults))
 		}
 	}
 }
@@ -148,21 +160,43 @@ type result struct {
 	duration    time.Duration
 	reads       int
 	errors      int
-	faults      int
-	older       []int // per threshold: reads older than the database by more than it
-	keys        int   // cached at rest
+	faults      []string // in order
+	gaps        int      // of reason redis_lost_writes
+	older       []int    // per threshold: reads older than the database by more than it
+	keys        int      // cached at rest
 	staleAtRest int
 	staleKeys   []string
 }
 
 func (r result) summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s, %d faults; stale at rest: %d of %d cached keys; %d reads (%d failed)",
-		r.duration.Round(time.Second), r.faults, r.staleAtRest, r.keys, r.reads, r.errors)
+	fmt.Fprintf(&b, "%s, %d faults%s, %d gaps for lost Redis writes; stale at rest: %d of %d cached keys; %d reads (%d failed)",
+		r.duration.Round(time.Second), len(r.faults), faultCounts(r.faults), r.gaps, r.staleAtRest, r.keys, r.reads, r.errors)
 	for i, T := range thresholds {
 		fmt.Fprintf(&b, "; older by > %v: %d (%s)", T, r.older[i], nines(r.older[i], r.reads))
 	}
 	return b.String()
+}
+
+// faultCounts says how many faults of each kind there were: " (2 × kill -9
+// of cdcd, 2 × Redis restarted empty)".
+func faultCounts(faults []string) string {
+	if len(faults) == 0 {
+		return ""
+	}
+	n := map[string]int{}
+	var kinds []string
+	for _, f := range faults {
+		if n[f] == 0 {
+			kinds = append(kinds, f)
+		}
+		n[f]++
+	}
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = fmt.Sprintf("%d × %s", n[k], k)
+	}
+	return " (" + strings.Join(out, ", ") + ")"
 }
 
 // nines renders the share of good reads as nines: 99.9% is 3.0 nines.
@@ -188,14 +222,16 @@ func (h *harness) checkAtRest(t *testing.T, r *result) {
 	t.Helper()
 	ctx := context.Background()
 	for _, key := range h.keys() {
-		v, err := h.e.rdb.Get(ctx, key).Result()
+		v, err := h.redis.rdb.Get(ctx, key).Result()
 		if err != nil {
 			continue // not cached
 		}
 		r.keys++
 		if want := h.load(ctx, key); v != want {
 			r.staleAtRest++
-			r.staleKeys = append(r.staleKeys, fmt.Sprintf("%s=%s (database %s)", key, v, want))
+			rev := "rev:" + key
+			r.staleKeys = append(r.staleKeys, fmt.Sprintf("%s=%s (database %s, %s=%s)",
+				key, v, want, rev, h.redis.rdb.Get(ctx, rev).Val()))
 		}
 	}
 }
