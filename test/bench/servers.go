@@ -11,6 +11,7 @@ import (
 
 	"github.com/cdcd/cdcd/internal/testenv"
 	"github.com/jackc/pglogrepl"
+	"github.com/redis/go-redis/v9"
 )
 
 // startRedis starts the bench's Redis. With debug, DEBUG POPULATE is allowed
@@ -98,8 +99,12 @@ func (b *bench) pgbench(script string, extra ...string) (float64, error) {
 }
 
 // redisCPU returns the Redis server's user+system CPU time so far.
-func (b *bench) redisCPU() time.Duration {
-	info, err := b.rdb.Info(b.ctx, "cpu").Result()
+func (b *bench) redisCPU() time.Duration { return serverCPU(b.ctx, b.rdb) }
+
+// serverCPU returns the user+system CPU time so far of the Redis server c
+// talks to.
+func serverCPU(ctx context.Context, c *redis.Client) time.Duration {
+	info, err := c.Info(ctx, "cpu").Result()
 	if err != nil {
 		return 0
 	}
