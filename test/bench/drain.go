@@ -93,11 +93,13 @@ func (b *bench) backlog(slots []string) (int, pglogrepl.LSN, error) {
 }
 
 // drainRun is one cdcd's drain of a backlog: its wall time from start to
-// the last transaction's key gone, its CPU time and peak RSS, and Redis's
-// CPU time meanwhile.
+// the last transaction's key gone, its CPU time, peak RSS and apply batches
+// (cdcd_apply_batch_transactions_count), and Redis's CPU time and commands
+// meanwhile.
 type drainRun struct {
 	wall, cpu, redisCPU time.Duration
-	rss                 int64
+	rss, commands       int64
+	batches             float64
 }
 
 // drainOnce starts cdcd on slot against target and waits until it has
@@ -107,7 +109,7 @@ func (b *bench) drainOnce(slot string, t target, profile string, expect time.Dur
 	if err := t.rdb.Set(b.ctx, sentinel, "x", 0).Err(); err != nil {
 		return drainRun{}, err
 	}
-	redis0 := t.cpu()
+	redis0, commands0 := t.stats()
 	start := time.Now()
 	d, err := b.startCdcd(slot, t.env...)
 	if err != nil {
@@ -121,7 +123,10 @@ func (b *bench) drainOnce(slot string, t target, profile string, expect time.Dur
 	for t.rdb.Exists(b.ctx, sentinel).Val() == 1 {
 		time.Sleep(2 * time.Millisecond)
 	}
-	run := drainRun{wall: time.Since(start), cpu: runTime(d.cmd.Process.Pid), rss: peakRSS(d.cmd.Process.Pid), redisCPU: t.cpu() - redis0}
+	run := drainRun{wall: time.Since(start), cpu: runTime(d.cmd.Process.Pid), rss: peakRSS(d.cmd.Process.Pid)}
+	redis1, commands1 := t.stats()
+	run.redisCPU, run.commands = redis1-redis0, commands1-commands0
+	run.batches = d.metrics()["cdcd_apply_batch_transactions_count"]
 	if prof != nil {
 		if err := <-prof; err != nil {
 			return drainRun{}, fmt.Errorf("profile: %w", err)

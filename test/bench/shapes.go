@@ -14,17 +14,18 @@ import (
 )
 
 // target is a Redis that cdcd writes to: the settings that point cdcd at
-// it, a client of it (for the sentinel key) and its CPU time so far,
-// summed over its masters.
+// it, a client of it (for the sentinel key) and its CPU time and commands
+// processed so far, summed over its masters.
 type target struct {
-	env []string
-	rdb redis.UniversalClient
-	cpu func() time.Duration
+	env   []string
+	rdb   redis.UniversalClient
+	stats func() (time.Duration, int64)
 }
 
 // standalone is the bench's own Redis, as every other measure uses it.
 func (b *bench) standalone(env ...string) target {
-	return target{env: append([]string{"CDCD_REDIS_MODE=standalone"}, env...), rdb: b.rdb, cpu: b.redisCPU}
+	return target{env: append([]string{"CDCD_REDIS_MODE=standalone"}, env...), rdb: b.rdb,
+		stats: func() (time.Duration, int64) { return serverStats(b.ctx, b.rdb) }}
 }
 
 // sideBySide drains one backlog with cdcd against each of targets (two),
@@ -60,8 +61,8 @@ func (b *bench) sideBySide(prefix string, names [2]string, targets [2]target) ([
 				return runs, 0, fmt.Errorf("%s: %w", names[i], err)
 			}
 			runs[i] = append(runs[i], run)
-			logf("%s round %d: %s %s (cdcd CPU %s, Redis CPU %s)", prefix, r+1, names[i], run.wall.Round(time.Millisecond),
-				run.cpu.Round(time.Millisecond), run.redisCPU.Round(time.Millisecond))
+			logf("%s round %d: %s %s (cdcd CPU %s; Redis CPU %s, %d commands; %.0f apply round trips)", prefix, r+1, names[i], run.wall.Round(time.Millisecond),
+				run.cpu.Round(time.Millisecond), run.redisCPU.Round(time.Millisecond), run.commands, run.batches)
 		}
 	}
 	return runs, changes, b.dropSlots(slots)
@@ -97,6 +98,14 @@ func (b *bench) sideBySideRows(what string, changes int, names [2]string, runs [
 		}
 		b.row(what+" "+m.name, fmt.Sprintf("%s (%.2f×)", bv.Round(time.Millisecond), bv.Seconds()/max(a.Seconds(), 0.001)), ref)
 	}
+	cmds := func(i int) int64 {
+		var v []int64
+		for _, r := range runs[i] {
+			v = append(v, r.commands)
+		}
+		return median(v)
+	}
+	b.row(what+" drain: Redis commands", fmt.Sprintf("%d (%.2f×)", cmds(1), float64(cmds(1))/float64(max(cmds(0), 1))), fmt.Sprintf("%s %d", names[0], cmds(0)))
 	b.row(what+" drain: "+names[1]+"/"+names[0]+" per round", fmt.Sprintf("%.2f", ratios), fmt.Sprintf("%d rounds, medians above", len(ratios)))
 }
 
@@ -119,17 +128,18 @@ func (b *bench) clusterDrain() error {
 	cluster := target{
 		env: []string{"CDCD_REDIS_MODE=cluster", "CDCD_REDIS_URL=" + c.URL()},
 		rdb: cc,
-		cpu: func() time.Duration {
+		stats: func() (time.Duration, int64) {
 			var mu sync.Mutex
-			var total time.Duration
+			var cpu time.Duration
+			var commands int64
 			_ = cc.ForEachMaster(b.ctx, func(ctx context.Context, m *redis.Client) error {
-				t := serverCPU(ctx, m)
+				t, n := serverStats(ctx, m)
 				mu.Lock()
-				total += t
+				cpu, commands = cpu+t, commands+n
 				mu.Unlock()
 				return nil
 			})
-			return total
+			return cpu, commands
 		},
 	}
 	names := [2]string{"standalone", "cluster"}
