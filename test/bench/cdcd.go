@@ -22,13 +22,16 @@ type daemon struct {
 	addr string
 }
 
-func (b *bench) startCdcd(slot string) (*daemon, error) {
+// startCdcd starts cdcd on slot against the bench's Redis; env, after the
+// bench's settings, may override them (a later setting wins).
+func (b *bench) startCdcd(slot string, env ...string) (*daemon, error) {
 	port, _ := testenv.FreePort()
 	d := &daemon{addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	d.cmd = exec.Command(b.bin)
 	d.cmd.Env = append(os.Environ(), "CDCD_DATABASE_URL="+b.dbURL, "CDCD_REDIS_URL="+b.rds.URL,
 		"CDCD_RULES_FILE="+filepath.Join(b.repo, "rules.json"), "CDCD_SLOT="+slot, "CDCD_HTTP_ADDR="+d.addr,
 		"CDCD_LOG_LEVEL=warn", fmt.Sprintf("CDCD_PPROF=%t", *pprofDir != ""))
+	d.cmd.Env = append(d.cmd.Env, env...)
 	d.cmd.Stderr = os.Stderr
 	return d, d.cmd.Start()
 }

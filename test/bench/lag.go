@@ -19,55 +19,72 @@ import (
 // follows at once); its UNLINK is when the deletion event reaches a bare
 // RESP connection here.
 func (b *bench) lag() error {
-	if err := b.settle(); err != nil {
-		return err
-	}
-	if err := b.exec(`SELECT pg_create_logical_replication_slot('cdcd_lag', 'pgoutput')`); err != nil {
-		return err
-	}
-	d, err := b.startCdcd("cdcd_lag")
+	t, m, err := b.lagRun("cdcd_lag", *probes)
 	if err != nil {
 		return err
+	}
+	logf("lag: %.0f transactions in %.0f round trips, paced %.3fs", m["cdcd_apply_batch_transactions_sum"], m["cdcd_apply_batch_transactions_count"], m["cdcd_apply_paced_seconds_total"])
+	q := func(d []time.Duration, q float64) string { return quantile(d, q).String() }
+	b.row(fmt.Sprintf("lag, %d probes at 1,000 tx/s: p50", len(t.lat)), q(t.lat, 0.50), "target ≤ 1ms; from sending the INSERT "+q(t.fromSend, 0.50)+", its round trip "+q(t.rtt, 0.50))
+	b.row("lag: p99", q(t.lat, 0.99), "target ≤ 5ms; from sending "+q(t.fromSend, 0.99)+", round trip "+q(t.rtt, 0.99))
+	b.row("lag: max", q(t.lat, 1), "from sending "+q(t.fromSend, 1)+", round trip "+q(t.rtt, 1))
+	return nil
+}
+
+// lagTimes are the probes' latencies (see probeTimes), one element each.
+type lagTimes struct{ lat, fromSend, rtt []time.Duration }
+
+func (t *lagTimes) add(o lagTimes) {
+	t.lat, t.fromSend, t.rtt = append(t.lat, o.lat...), append(t.fromSend, o.fromSend...), append(t.rtt, o.rtt...)
+}
+
+// lagRun creates slot, runs cdcd on it (env added to its environment) and
+// times n probes under the background load. It returns the probes' times
+// and cdcd's metrics at the end; the slot is left behind.
+func (b *bench) lagRun(slot string, n int, env ...string) (lagTimes, map[string]float64, error) {
+	if err := b.settle(); err != nil {
+		return lagTimes{}, nil, err
+	}
+	if err := b.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+		return lagTimes{}, nil, err
+	}
+	d, err := b.startCdcd(slot, env...)
+	if err != nil {
+		return lagTimes{}, nil, err
 	}
 	defer d.stop()
 	time.Sleep(time.Second)
 	if err := b.rdb.ConfigSet(b.ctx, "notify-keyspace-events", "Eg").Err(); err != nil {
-		return err
+		return lagTimes{}, nil, err
 	}
 	defer b.rdb.ConfigSet(b.ctx, "notify-keyspace-events", "")
 	deleted, closeWatch, err := watchDeletions(b.rds.Addr)
 	if err != nil {
-		return err
+		return lagTimes{}, nil, err
 	}
 	defer closeWatch()
-	bg := b.background(*probes/20 + 5)
+	bg := b.background(n/20 + 5)
 	time.Sleep(2 * time.Second)
 	probe, err := b.syncConn()
 	if err != nil {
-		return err
+		return lagTimes{}, nil, err
 	}
 	defer probe.Release()
-	var lat, fromSend, rtt []time.Duration
-	for i := 0; i < *probes; i++ {
+	var t lagTimes
+	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("nodb:%d:climate", 2000000000+i)
-		t, err := b.probe(probe, deleted, key, `INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 'probe', 'h') RETURNING clock_timestamp()`,
+		p, err := b.probe(probe, deleted, key, `INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 'probe', 'h') RETURNING clock_timestamp()`,
 			2000000000+i)
 		if err != nil {
-			return fmt.Errorf("probe %d: %w", i, err)
+			return lagTimes{}, nil, fmt.Errorf("probe %d: %w", i, err)
 		}
-		lat, fromSend, rtt = append(lat, t.lat), append(fromSend, t.fromSend), append(rtt, t.rtt)
+		t.add(lagTimes{[]time.Duration{p.lat}, []time.Duration{p.fromSend}, []time.Duration{p.rtt}})
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err := <-bg; err != nil {
-		return err
+		return lagTimes{}, nil, err
 	}
-	m := d.metrics()
-	logf("lag: %.0f transactions in %.0f round trips, paced %.3fs", m["cdcd_apply_batch_transactions_sum"], m["cdcd_apply_batch_transactions_count"], m["cdcd_apply_paced_seconds_total"])
-	q := func(d []time.Duration, q float64) string { return quantile(d, q).String() }
-	b.row(fmt.Sprintf("lag, %d probes at 1,000 tx/s: p50", len(lat)), q(lat, 0.50), "target ≤ 1ms; from sending the INSERT "+q(fromSend, 0.50)+", its round trip "+q(rtt, 0.50))
-	b.row("lag: p99", q(lat, 0.99), "target ≤ 5ms; from sending "+q(fromSend, 0.99)+", round trip "+q(rtt, 0.99))
-	b.row("lag: max", q(lat, 1), "from sending "+q(fromSend, 1)+", round trip "+q(rtt, 1))
-	return nil
+	return t, d.metrics(), nil
 }
 
 // background runs 1,000 tx/s of INSERTs into topics (each invalidating

@@ -19,14 +19,15 @@ import (
 )
 
 var (
-	smallTx  = flag.Int("small", 200000, "single-row transactions in the drain backlog")
-	bulkRows = flag.Int("bulk", 150000, "rows of each of the two bulk UPDATEs in the backlog")
-	probes   = flag.Int("probes", 1000, "lag probes")
-	pgbenchT = flag.Int("pgbench-seconds", 8, "seconds per write-cost run")
-	bigTx    = flag.Int("big", 1000000, "rows of the single large transaction")
-	rounds   = flag.Int("rounds", 7, "alternating rounds of the write-cost runs")
-	steps    = flag.String("steps", "drain,lag,write,big,patterns", "the measures to take, comma-separated")
-	pprofDir = flag.String("pprof", "", "when set, save CPU profiles of cdcd (drain and write cost) in this directory")
+	smallTx     = flag.Int("small", 200000, "single-row transactions in the drain backlog")
+	bulkRows    = flag.Int("bulk", 150000, "rows of each of the two bulk UPDATEs in the backlog")
+	probes      = flag.Int("probes", 1000, "lag probes")
+	pgbenchT    = flag.Int("pgbench-seconds", 8, "seconds per write-cost run")
+	bigTx       = flag.Int("big", 1000000, "rows of the single large transaction")
+	rounds      = flag.Int("rounds", 7, "alternating rounds of the write-cost runs")
+	steps       = flag.String("steps", "drain,lag,write,big,cluster,wait,patterns", "the measures to take, comma-separated")
+	shapeRounds = flag.Int("shape-rounds", 4, "cluster and wait: interleaved rounds of each side (at most 8)")
+	pprofDir    = flag.String("pprof", "", "when set, save CPU profiles of cdcd (drain and write cost) in this directory")
 
 	patternKeys    = flag.String("pattern-keys", "0,100000,1000000,10000000", "patterns table: unrelated keys in Redis, one row each, comma-separated")
 	patternRates   = flag.String("pattern-rates", "0,2,20", "patterns table: pattern transactions per second, one column each, comma-separated")
@@ -101,11 +102,12 @@ func run() error {
 		return err
 	}
 
-	all := map[string]func() error{"drain": b.drain, "lag": b.lag, "write": b.writeCost, "big": b.bigTransaction, "patterns": b.patterns, "serve": b.serve}
+	all := map[string]func() error{"drain": b.drain, "lag": b.lag, "write": b.writeCost, "big": b.bigTransaction, "patterns": b.patterns,
+		"cluster": b.clusterDrain, "wait": b.waitCost, "serve": b.serve}
 	for _, name := range strings.Split(*steps, ",") {
 		step, ok := all[strings.TrimSpace(name)]
 		if !ok {
-			return fmt.Errorf("-steps: unknown measure %q (drain, lag, write, big, patterns, serve)", name)
+			return fmt.Errorf("-steps: unknown measure %q (drain, lag, write, big, cluster, wait, patterns, serve)", name)
 		}
 		if err := step(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cdcd/cdcd/internal/testenv"
 	"github.com/jackc/pglogrepl"
+	"github.com/redis/go-redis/v9"
 )
 
 // startRedis starts the bench's Redis. With debug, DEBUG POPULATE is allowed
@@ -99,19 +100,31 @@ func (b *bench) pgbench(script string, extra ...string) (float64, error) {
 
 // redisCPU returns the Redis server's user+system CPU time so far.
 func (b *bench) redisCPU() time.Duration {
-	info, err := b.rdb.Info(b.ctx, "cpu").Result()
+	cpu, _ := serverStats(b.ctx, b.rdb)
+	return cpu
+}
+
+// serverStats returns the user+system CPU time so far of the Redis server c
+// talks to, and the number of commands it has processed.
+func serverStats(ctx context.Context, c *redis.Client) (time.Duration, int64) {
+	info, err := c.Info(ctx, "cpu", "stats").Result()
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	var total float64
+	var commands int64
 	for _, line := range strings.Split(info, "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+		switch {
+		case !ok:
+		case k == "used_cpu_sys" || k == "used_cpu_user":
 			f, _ := strconv.ParseFloat(v, 64)
 			total += f
+		case k == "total_commands_processed":
+			commands, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
-	return time.Duration(total * float64(time.Second))
+	return time.Duration(total * float64(time.Second)), commands
 }
 
 // sentinel is deleted only by the transaction that ends a measured

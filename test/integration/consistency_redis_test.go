@@ -37,7 +37,7 @@ func standaloneRedis(e *env) *consRedis {
 // now is the time of day, for a fault's log line.
 func now() string { return time.Now().Format("15:04:05.000") }
 
-// sentinelRedis is a primary with two replicas, each replicating through a
+// consSentinelRedis is a primary with two replicas, each replicating through a
 // proxy, and three sentinels. Readers and cdcd find the primary through
 // the sentinels. Its faults are failovers: the first to a replica cut off
 // the replication stream for a while (the failover loses acknowledged
@@ -45,7 +45,7 @@ func now() string { return time.Now().Format("15:04:05.000") }
 // a failover on request to a replica in sync (the old primary takes writes
 // until the sentinels demote it, and drops them) and a crash of the
 // primary, restarted empty as a replica once another was promoted.
-func sentinelRedis(t *testing.T) *consRedis {
+func consSentinelRedis(t *testing.T) *consRedis {
 	t.Helper()
 	sg := testenv.MustRedisSentinel(t, 2, testenv.WithReplicaProxy())
 	fc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: sentinelMaster(t, sg), SentinelAddrs: sentinelAddrs(sg)})

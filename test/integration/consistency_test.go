@@ -61,7 +61,7 @@ func TestConsistency(t *testing.T) {
 		consistency(t, e, standaloneRedis(e), seconds)
 	})
 	t.Run("sentinel", func(t *testing.T) {
-		consistency(t, newEnv(t), sentinelRedis(t), seconds)
+		consistency(t, newEnv(t), consSentinelRedis(t), seconds)
 	})
 }
 
