@@ -15,11 +15,20 @@ func hashSlot(key string) int {
 }
 
 // crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), as Redis
-// Cluster computes it.
+// Cluster computes it, a byte at a time: every key of a batch in a Cluster
+// is hashed, and bit at a time it showed in the drain's profile.
 func crc16(s string) uint16 {
 	var crc uint16
 	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
+		crc = crc<<8 ^ crc16Table[byte(crc>>8)^s[i]]
+	}
+	return crc
+}
+
+// crc16Table holds the CRC of each byte value.
+var crc16Table = func() (t [256]uint16) {
+	for b := range t {
+		crc := uint16(b) << 8
 		for range 8 {
 			if crc&0x8000 != 0 {
 				crc = crc<<1 ^ 0x1021
@@ -27,6 +36,7 @@ func crc16(s string) uint16 {
 				crc <<= 1
 			}
 		}
+		t[b] = crc
 	}
-	return crc
-}
+	return t
+}()
