@@ -26,6 +26,7 @@ type receiver[T Tx[T]] struct {
 	nextStatus  time.Time
 	deadlineSet time.Time
 	persisted   pglogrepl.LSN // highest position BeforeConfirm accepted
+	lastChecked time.Time     // when BeforeConfirm was last called
 
 	// held are committed transactions not yet handed to the applier;
 	// holdUntil is set when the loop first sees them held, and cleared when
@@ -65,6 +66,12 @@ func (r *receiver[T]) loop(ctx context.Context) error {
 			}
 		} else if s.Acked() > r.sentFlush && now.Sub(r.lastSent) >= s.cfg.FeedbackDelay {
 			if err := r.sendStatus(false); err != nil {
+				return err
+			}
+		} else if s.cfg.BeforeConfirm != nil && r.persisted > 0 && now.Sub(r.lastChecked) >= s.cfg.FeedbackDelay {
+			// Nothing new to confirm: check the sinks still hold what
+			// was confirmed.
+			if _, err := r.beforeConfirm(r.persisted, true); err != nil {
 				return err
 			}
 		}
@@ -162,17 +169,14 @@ func (r *receiver[T]) sendStatus(replyRequested bool) error {
 		return errors.New("refusing to send a zero flush position")
 	}
 	if r.s.cfg.BeforeConfirm != nil && flush > r.persisted {
-		ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.ConfirmTimeout)
-		err := r.s.cfg.BeforeConfirm(ctx, flush)
-		cancel()
-		if errors.Is(err, ErrSuperseded) || errors.Is(err, ErrResync) {
+		ok, err := r.beforeConfirm(flush, false)
+		if err != nil {
 			return err
 		}
-		if err != nil && !ackBeforeApply {
-			r.s.log.Warn("cannot record the position to confirm; confirming the previous one", "lsn", flush.String(), "err", err)
-			flush = r.persisted
-		} else {
+		if ok || ackBeforeApply {
 			r.persisted = flush
+		} else {
+			flush = r.persisted
 		}
 	}
 	write := max(r.received, flush)
@@ -192,6 +196,27 @@ func (r *receiver[T]) sendStatus(replyRequested bool) error {
 	r.s.m.confirmedLSN.Set(float64(flush))
 	r.s.m.observeLag(r.serverEnd, flush)
 	return nil
+}
+
+// beforeConfirm calls Config.BeforeConfirm with lsn and reports whether
+// it accepted it. It returns the errors that end the session; any other
+// means lsn is not confirmed, and is logged unless recheck (lsn was
+// confirmed already: the sinks' own logs say what fails).
+func (r *receiver[T]) beforeConfirm(lsn pglogrepl.LSN, recheck bool) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.ConfirmTimeout)
+	err := r.s.cfg.BeforeConfirm(ctx, lsn)
+	cancel()
+	r.lastChecked = time.Now()
+	if errors.Is(err, ErrSuperseded) || errors.Is(err, ErrResync) {
+		return false, err
+	}
+	if err != nil {
+		if !recheck {
+			r.s.log.Warn("cannot record the position to confirm; confirming the previous one", "lsn", lsn.String(), "err", err)
+		}
+		return false, nil
+	}
+	return true, nil
 }
 
 // endCopy ends the stream cleanly: CopyDone, then read (and drop) what the

@@ -51,7 +51,10 @@ type Config[T Tx[T]] struct {
 	// BeforeConfirm, when set, is called with a position before it is first
 	// confirmed to the server; the position is confirmed only if it returns
 	// nil. It lets the caller record what it confirmed where it can later
-	// tell a gap from its own progress.
+	// tell a gap from its own progress. While no new position comes, it is
+	// called again with the last one it accepted every FeedbackDelay, so
+	// that it finds sinks that lost writes (a Redis failover) on an idle
+	// stream too.
 	BeforeConfirm func(ctx context.Context, lsn pglogrepl.LSN) error
 	// ConfirmTimeout bounds a BeforeConfirm call, which runs in the receive
 	// loop. Default 2s.
