@@ -37,7 +37,7 @@ func gapOf(rec sinks.Recorded, st replication.Start) (reason, why string) {
 	case st.SlotCreated:
 		return "slot_recreated", fmt.Sprintf("the slot was missing and had to be created; changes after %s, where cdcd last confirmed, were not kept", rec.Confirmed)
 	case st.Confirmed > rec.Confirmed:
-		return "slot_advanced", fmt.Sprintf("the server resumes at %s, past %s where cdcd last confirmed: something else consumed or advanced the slot", st.Confirmed, rec.Confirmed)
+		return "slot_advanced", fmt.Sprintf("the server resumes at %s, past %s where cdcd last confirmed: something else consumed or advanced the slot, or Redis lost cdcd's recorded state and markers together (a failover while cdcd was stopped)", st.Confirmed, rec.Confirmed)
 	}
 	return "", ""
 }
@@ -58,8 +58,14 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 	switch reason {
 	case "", "slot_advanced", "state_missing":
 		// A sink losing writes may also lose the recorded state's
-		// progress: say which it was when the sinks tell.
-		lost, err := d.applier.Lost(ctx, st.Confirmed)
+		// progress: say which it was when the sinks tell. Against the
+		// position cdcd itself confirmed last: past it (a slot advanced
+		// by something else) cdcd marked nothing.
+		confirmed := st.Confirmed
+		if rec.Known && rec.Confirmed < confirmed {
+			confirmed = rec.Confirmed
+		}
+		lost, err := d.applier.Lost(ctx, confirmed)
 		if err != nil {
 			return fmt.Errorf("check the sinks for lost writes: %w", err)
 		}
