@@ -336,6 +336,24 @@ func (s *RedisSentinel) Replicas(ctx context.Context) ([]*Redis, error) {
 	return reps, nil
 }
 
+// WaitReplicated waits until every replica has applied all that the
+// primary had written when WaitReplicated was called, as
+// RedisCluster.WaitReplicated does for a Cluster.
+func (s *RedisSentinel) WaitReplicated(ctx context.Context) error {
+	primary, err := s.Primary(ctx)
+	if err != nil {
+		return fmt.Errorf("wait for the replicas: %w", err)
+	}
+	replicas, err := s.Replicas(ctx)
+	if err != nil {
+		return fmt.Errorf("wait for the replicas: %w", err)
+	}
+	if err := waitReplicated(ctx, primary, replicas); err != nil {
+		return fmt.Errorf("wait for the replicas of %s: %w", primary.Addr, err)
+	}
+	return nil
+}
+
 // ReplicaProxy returns the proxy between replica and the first primary
 // (WithReplicaProxy), nil if it has none. Blackhole cuts the replica off
 // the replication stream unnoticed: it goes on believing itself in sync,

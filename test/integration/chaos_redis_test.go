@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -140,10 +138,10 @@ var sentinelFaults = []fault{
 // run on for a while; it returns the replica.
 func cutOffReplica(t *testing.T, c *chaos) *testenv.Redis {
 	t.Helper()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	sg := c.redis.sentinel
-	primary, err := sg.Primary(ctx)
-	if err != nil {
+	if err := sg.WaitReplicated(ctx); err != nil {
 		t.Fatal(err)
 	}
 	replicas, err := sg.Replicas(ctx)
@@ -151,37 +149,24 @@ func cutOffReplica(t *testing.T, c *chaos) *testenv.Redis {
 		t.Fatalf("replicas: %v %v", replicas, err)
 	}
 	r := replicas[0]
-	want := replOffset(t, primary, "master_repl_offset")
-	waitFor(t, 20*time.Second, "the replica to catch up", func() bool {
-		return replOffset(t, r, "slave_repl_offset") >= want
-	})
 	sg.ReplicaProxy(r).Blackhole()
 	time.Sleep(1500 * time.Millisecond)
 	return r
 }
 
-// replOffset returns a replication offset field of INFO replication.
-func replOffset(t *testing.T, n *testenv.Redis, field string) int64 {
+// runRedisChaos runs rounds (CDCD_CHAOS_REDIS_ROUNDS, else def) of faults
+// over r, cdcd started with extra, and fails t on any stale key.
+func runRedisChaos(t *testing.T, r *chaosRedis, faults []fault, def int, extra ...string) {
 	t.Helper()
-	info, err := n.Do(context.Background(), "INFO", "replication")
-	if err != nil {
-		t.Fatal(err)
+	c := newChaosOver(t, r, extra...)
+	rounds := roundsFrom(t, "CDCD_CHAOS_REDIS_ROUNDS", def)
+	if stale := runChaos(t, c, faults, rounds); stale > 0 {
+		t.Errorf("%d stale keys over %d rounds", stale, rounds)
 	}
-	re := regexp.MustCompile(`(?m)^` + field + `:(\d+)`)
-	m := re.FindStringSubmatch(info)
-	if m == nil {
-		t.Fatalf("%s: no %s in INFO replication", n.Addr, field)
-	}
-	v, _ := strconv.ParseInt(m[1], 10, 64)
-	return v
 }
 
 func TestFaultSuiteRedisCluster(t *testing.T) {
-	c := newChaosOver(t, clusterRedis(t))
-	rounds := roundsFrom(t, "CDCD_CHAOS_REDIS_ROUNDS", 3)
-	if stale := runChaos(t, c, []fault{clusterMasterKilled}, rounds); stale > 0 {
-		t.Errorf("%d stale keys over %d rounds", stale, rounds)
-	}
+	runRedisChaos(t, clusterRedis(t), []fault{clusterMasterKilled}, 3)
 }
 
 // A master that crashes with deletes cdcd made after its last marker
@@ -193,11 +178,7 @@ func TestFaultSuiteRedisCluster(t *testing.T) {
 func TestFaultSuiteRedisClusterLaggingReplica(t *testing.T) {
 	for _, mode := range lossModes {
 		t.Run(mode.name, func(t *testing.T) {
-			c := newChaosOver(t, clusterRedis(t), mode.extra...)
-			rounds := roundsFrom(t, "CDCD_CHAOS_REDIS_ROUNDS", 3)
-			if stale := runChaos(t, c, []fault{clusterMasterKilledLagging}, rounds); stale > 0 {
-				t.Errorf("%d stale keys over %d rounds", stale, rounds)
-			}
+			runRedisChaos(t, clusterRedis(t), []fault{clusterMasterKilledLagging}, 3, mode.extra...)
 		})
 	}
 }
@@ -208,11 +189,7 @@ func TestFaultSuiteRedisClusterLaggingReplica(t *testing.T) {
 func TestFaultSuiteRedisSentinel(t *testing.T) {
 	for _, mode := range lossModes {
 		t.Run(mode.name, func(t *testing.T) {
-			c := newChaosOver(t, sentinelRedis(t), mode.extra...)
-			rounds := roundsFrom(t, "CDCD_CHAOS_REDIS_ROUNDS", len(sentinelFaults))
-			if stale := runChaos(t, c, sentinelFaults, rounds); stale > 0 {
-				t.Errorf("%d stale keys over %d rounds", stale, rounds)
-			}
+			runRedisChaos(t, sentinelRedis(t), sentinelFaults, len(sentinelFaults), mode.extra...)
 		})
 	}
 }
