@@ -20,6 +20,7 @@ type Metrics struct {
 	batchSize     prometheus.Histogram
 	patternTime   prometheus.Histogram
 	patternWait   prometheus.Histogram
+	rescans       prometheus.Counter
 
 	// backlog reports the pending pattern jobs and the oldest one's age;
 	// set by the Redis sink.
@@ -79,6 +80,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Time a pattern job waited for a worker.",
 		Buckets: prometheus.ExponentialBuckets(.001, 4, 10),
 	})
+	m.rescans = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cdcd_pattern_rescans_total",
+		Help: "Pattern scans run a second time because Cluster slots moved while they ran (resharding).",
+	})
 	backlog := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cdcd_pattern_backlog",
 		Help: "Pattern jobs queued or running. The confirmed position waits for the oldest.",
@@ -101,7 +106,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	if reg != nil {
 		reg.MustRegister(m.sinkErrors, m.violations, m.keysDeleted, m.patterns, m.transactions, m.missingCols, m.unchecked, m.commitToInval, m.batchSize,
-			m.patternTime, m.patternWait, backlog, oldest)
+			m.patternTime, m.patternWait, m.rescans, backlog, oldest)
 	}
 	return m
 }

@@ -376,7 +376,7 @@ func exec(ctx context.Context, pipe redis.Pipeliner) error {
 // master (SCAN covers one node). Calls of fn do not overlap.
 func (r *Redis) scanEach(ctx context.Context, pattern string, fn func(keys []string) error) error {
 	var mu sync.Mutex
-	return r.forEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+	return r.scanMasters(ctx, pattern, func(ctx context.Context, c *redis.Client) error {
 		return r.scanNode(ctx, c, pattern, func(keys []string) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -392,7 +392,7 @@ func (r *Redis) scanEach(ctx context.Context, pattern string, fn func(keys []str
 // when asked through the slot's owner (MOVED, then ASK), and which the
 // client follows.
 func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
-	return r.forEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+	return r.scanMasters(ctx, pattern, func(ctx context.Context, c *redis.Client) error {
 		return r.scanNode(ctx, c, pattern, func(keys []string) error {
 			pipe := r.client.Pipeline()
 			r.queueUnlinkKeys(ctx, pipe, keys)
@@ -404,6 +404,10 @@ func (r *Redis) unlinkMatching(ctx context.Context, pattern string) error {
 // scanNode calls fn with each non-empty page of keys matching pattern on
 // the node c.
 func (r *Redis) scanNode(ctx context.Context, c *redis.Client, pattern string, fn func(keys []string) error) error {
+	if testHookScanNode != nil {
+		testHookScanNode(c.Options().Addr, false)
+		defer testHookScanNode(c.Options().Addr, true)
+	}
 	var cursor uint64
 	for {
 		keys, next, err := c.Scan(ctx, cursor, pattern, r.cfg.ScanCount).Result()

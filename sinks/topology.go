@@ -9,6 +9,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -216,3 +219,64 @@ func noCertificate(err error) error {
 	}
 	return fmt.Errorf("%w (%w)", err, errNoClientCert)
 }
+
+// scanMasters calls scan with the client of every master, as forEachMaster
+// does, for a pass of SCAN over the whole keyspace. In a Cluster a key
+// that moves while the pass runs, from a part of its old master not yet
+// scanned to a part of its new master scanned already, is seen by neither
+// scan. So the masters' slots are read before and after the pass, and when
+// any slot was half moved or changed hands meanwhile, the pass runs once
+// more: a key missed by the first pass sits on its new master by then, and
+// is missed again only if it moves a second time during the second.
+func (r *Redis) scanMasters(ctx context.Context, pattern string, scan func(ctx context.Context, c *redis.Client) error) error {
+	cc, ok := r.client.(*redis.ClusterClient)
+	if !ok {
+		return r.forEachMaster(ctx, scan)
+	}
+	before, err := slotLayout(ctx, cc)
+	if err != nil {
+		return err
+	}
+	if err := cc.ForEachMaster(ctx, scan); err != nil {
+		return err
+	}
+	after, err := slotLayout(ctx, cc)
+	if err != nil {
+		return err
+	}
+	if before == after && !strings.Contains(after, "[") {
+		return nil
+	}
+	r.m.rescans.Inc()
+	r.log.Info("slots moved while a pattern was scanned; scanning again", "pattern", pattern)
+	return cc.ForEachMaster(ctx, scan)
+}
+
+// slotLayout returns the slots every master serves, as its own line of
+// CLUSTER NODES gives them (`id … 0-5460 [5461->-id]`), one line per master,
+// sorted. A slot half moved shows in brackets.
+func slotLayout(ctx context.Context, cc *redis.ClusterClient) (string, error) {
+	var mu sync.Mutex
+	var lines []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		nodes, err := c.ClusterNodes(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("cluster nodes on %s: %w", c.Options().Addr, err)
+		}
+		for line := range strings.Lines(nodes) {
+			f := strings.Fields(line)
+			if len(f) >= 8 && slices.Contains(strings.Split(f[2], ","), "myself") {
+				mu.Lock()
+				lines = append(lines, f[0]+" "+strings.Join(f[8:], " "))
+				mu.Unlock()
+			}
+		}
+		return nil
+	})
+	slices.Sort(lines)
+	return strings.Join(lines, "\n"), err
+}
+
+// testHookScanNode, set by tests only, is called before and after a
+// pattern scan of the node at addr.
+var testHookScanNode func(addr string, finished bool)
