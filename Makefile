@@ -34,7 +34,8 @@ python:
 alerts:
 	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml
 
-## unit: the fast tests (no servers).
+## unit: the package tests: fast, no PostgreSQL; the sinks package starts
+## private Redis servers (a Cluster among them) for what only Redis can show.
 unit:
 	$(GO) test -race -count=1 ./rules/... ./replication/... ./sinks/... ./cmd/...
 

@@ -234,31 +234,33 @@ func splitPatterns(plans []*rules.Plan) (job *patternJob, skip []bool) {
 // applyJob sets the job's revision patterns, then deletes its key patterns
 // and its exact keys.
 func (r *Redis) applyJob(ctx context.Context, job *patternJob) error {
-	pipe := r.client.Pipeline()
 	for _, pattern := range job.revOrder {
 		lsn := job.revs[pattern]
+		revs := revisions{reset: job.reset}
 		err := r.scanEach(ctx, pattern, func(keys []string) error {
 			for _, k := range keys {
-				if job.reset {
-					resetRevision(ctx, pipe, k, lsn)
-				} else {
-					setRevision.Eval(ctx, pipe, []string{k}, lsn)
-				}
+				revs.add(k, lsn)
 			}
-			return nil
+			if len(revs.keys) < revisionChunk {
+				return nil
+			}
+			err := r.writeRevisions(ctx, revs)
+			revs = revisions{reset: job.reset}
+			return err
 		})
+		if err == nil {
+			err = r.writeRevisions(ctx, revs)
+		}
 		if err != nil {
 			return err
 		}
-	}
-	if err := exec(ctx, pipe); err != nil {
-		return err
 	}
 	for _, pt := range job.patterns {
 		if err := r.unlinkMatching(ctx, pt.Pattern); err != nil {
 			return err
 		}
 	}
+	pipe := r.client.Pipeline()
 	r.queueUnlinkKeys(ctx, pipe, job.keys)
 	counted, err := r.queueCount(ctx, pipe)
 	if err != nil {
@@ -268,6 +270,10 @@ func (r *Redis) applyJob(ctx context.Context, job *patternJob) error {
 	counted()
 	return err
 }
+
+// revisionChunk is how many keys of a revision pattern a job sets at a
+// time, as its scan finds them.
+const revisionChunk = 4096
 
 // signal wakes c's receiver, unless a wake-up is already pending.
 func signal(c chan struct{}) {

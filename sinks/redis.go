@@ -17,51 +17,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// lsnBehind is a Lua function: whether pg_lsn text cur is at or past new.
-// A value that is not an LSN is never ahead, so it is overwritten.
-const lsnBehind = `
-local function ahead(cur, new)
-  if not cur then return false end
-  local ch, cl = string.match(cur, '^(%x+)/(%x+)$')
-  local nh, nl = string.match(new, '^(%x+)/(%x+)$')
-  if not (ch and nh) then return false end
-  ch, cl, nh, nl = tonumber(ch, 16), tonumber(cl, 16), tonumber(nh, 16), tonumber(nl, 16)
-  return ch > nh or (ch == nh and cl >= nl)
-end
-`
-
-// setRevision sets KEYS[1] to ARGV[1], a pg_lsn text, unless it already
-// holds a later LSN: a transaction re-sent after a restart must not move a
-// revision backwards. A key of another type is overwritten.
-var setRevision = redis.NewScript(lsnBehind + `
-local ok, cur = pcall(redis.call, 'GET', KEYS[1])
-if ok and ahead(cur, ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-`)
-
-// resetRevisionScript sets KEYS[1] to ARGV[1], or to ARGV[2] (the next
-// position) when it holds ARGV[1] already: a gap's reset must change every
-// revision, or a reader holding that very value from another server would
-// not see it move.
-var resetRevisionScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-return 1
-`)
-
-// resetRevision queues a gap's reset of revision key to lsn (pg_lsn text).
-func resetRevision(ctx context.Context, pipe redis.Pipeliner, key, lsn string) {
-	next := lsn
-	if l, err := pglogrepl.ParseLSN(lsn); err == nil {
-		next = (l + 1).String()
-	}
-	resetRevisionScript.Eval(ctx, pipe, []string{key}, lsn, next)
-}
-
 // RedisConfig configures the Redis sink.
 type RedisConfig struct {
 	// URL is a redis:// or rediss:// URL, in the form Mode's parser reads.
@@ -239,15 +194,18 @@ func (r *Redis) Apply(ctx context.Context, plans []*rules.Plan) error {
 // confirmed position until they are done.
 func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 	job, skip := splitPatterns(plans)
+	revs := exactRevisions(plans)
 	pipe := r.client.Pipeline()
-	r.queueRevisions(ctx, pipe, plans)
-	// In a Cluster a revision and the keys it covers may live on different
-	// masters, whose pipelines run side by side: the revisions are
-	// acknowledged before any key is deleted.
+	var revsFailed func() ([]int, error)
 	if r.cluster {
-		if err := exec(ctx, pipe); err != nil {
+		// A revision and the keys it covers may live on different
+		// masters, whose pipelines run side by side: the revisions are
+		// acknowledged before any key is deleted.
+		if err := r.setRevisionsByMaster(ctx, revs); err != nil {
 			return err
 		}
+	} else {
+		revsFailed = queueRevisions(ctx, pipe, revs, r.cfg.UnlinkBatch)
 	}
 	r.queueUnlinks(ctx, pipe, plans, skip)
 	for _, p := range plans {
@@ -268,38 +226,15 @@ func (r *Redis) apply(ctx context.Context, plans []*rules.Plan) error {
 	if err != nil {
 		return err
 	}
+	if revsFailed != nil {
+		if _, err := revsFailed(); err != nil {
+			return err // the retry sets them
+		}
+	}
 	if job != nil {
 		return r.patterns.add(ctx, job)
 	}
 	return nil
-}
-
-// queueRevisions queues the plans' exact revisions on pipe. Revisions only
-// move forward, so a batch sets each to the last LSN that names it.
-func (r *Redis) queueRevisions(ctx context.Context, pipe redis.Pipeliner, plans []*rules.Plan) {
-	revs := make(map[string]string)
-	var order []string
-	for _, p := range plans {
-		for _, rev := range p.Revisions {
-			if rev.IsPattern {
-				continue
-			}
-			if _, ok := revs[rev.Key]; !ok {
-				order = append(order, rev.Key)
-			}
-			revs[rev.Key] = p.CommitLSN.String()
-		}
-	}
-	// A gap's plan, applied alone, sets revisions even backwards: the
-	// server, and with it the LSN sequence, may have changed.
-	reset := len(plans) == 1 && plans[0].Gap
-	for _, k := range order {
-		if reset {
-			resetRevision(ctx, pipe, k, revs[k])
-		} else {
-			setRevision.Eval(ctx, pipe, []string{k}, revs[k])
-		}
-	}
 }
 
 // queueUnlinks queues an UNLINK of every distinct key of the plans.

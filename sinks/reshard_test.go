@@ -55,16 +55,7 @@ func TestPatternScanFollowsKeysMovedDuringIt(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			from, err := cc.MasterForKey(ctx, keys[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			var to *testenv.Redis
-			for _, n := range c.Nodes {
-				if n.Addr != from.Options().Addr {
-					to = n
-				}
-			}
+			from, to := masterAndAnother(t, c, cc, keys[0])
 			toScanned := make(chan struct{})
 			var once, moved sync.Once
 			testHookScanNode = func(addr string, finished bool) {
@@ -113,4 +104,21 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return d.GetCounter().GetValue()
+}
+
+// masterAndAnother returns the client of the master that serves key, and
+// another master of c.
+func masterAndAnother(t *testing.T, c *testenv.RedisCluster, cc *redis.ClusterClient, key string) (*redis.Client, *testenv.Redis) {
+	t.Helper()
+	from, err := cc.MasterForKey(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if n.Addr != from.Options().Addr {
+			return from, n
+		}
+	}
+	t.Fatal("the cluster has one master")
+	return nil, nil
 }
