@@ -26,7 +26,7 @@ var (
 	bigTx       = flag.Int("big", 1000000, "rows of the single large transaction")
 	rounds      = flag.Int("rounds", 7, "alternating rounds of the write-cost runs")
 	steps       = flag.String("steps", "drain,lag,write,big,cluster,wait,patterns", "the measures to take, comma-separated")
-	shapeRounds = flag.Int("shape-rounds", 4, "cluster and wait: interleaved rounds of each side (at most 8)")
+	shapeRounds = flag.Int("shape-rounds", 4, "cluster and wait: interleaved rounds of each side (at most 6 for cluster's three, 10 for wait's two)")
 	pprofDir    = flag.String("pprof", "", "when set, save CPU profiles of cdcd (drain and write cost) in this directory")
 
 	patternKeys    = flag.String("pattern-keys", "0,100000,1000000,10000000", "patterns table: unrelated keys in Redis, one row each, comma-separated")

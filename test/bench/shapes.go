@@ -28,14 +28,15 @@ func (b *bench) standalone(env ...string) target {
 		stats: func() (time.Duration, int64) { return serverStats(b.ctx, b.rdb) }}
 }
 
-// sideBySide drains one backlog with cdcd against each of targets (two),
-// *shapeRounds times in turn, the first target first in every other round
-// so that drift over the run favours neither. It returns each target's
-// runs and the backlog's size. With -pprof, the second round of each target
-// is profiled as DIR/drain-NAME.prof.
-func (b *bench) sideBySide(prefix string, names [2]string, targets [2]target) ([2][]drainRun, int, error) {
-	var runs [2][]drainRun
-	n := min(*shapeRounds, 8) // two slots a round, of the server's 20
+// sideBySide drains one backlog with cdcd against each of targets,
+// *shapeRounds times in turn, rotating which goes first from round to round
+// so that drift over the run favours none. It returns each target's runs
+// and the backlog's size. With -pprof, the second round of each target is
+// profiled as DIR/drain-NAME.prof (spaces as dashes, without brackets and
+// commas).
+func (b *bench) sideBySide(prefix string, names []string, targets []target) ([][]drainRun, int, error) {
+	runs := make([][]drainRun, len(targets))
+	n := min(*shapeRounds, 20/len(targets)) // a slot per target a round, of the server's 20
 	var slots []string
 	for r := range n {
 		for i := range targets {
@@ -47,14 +48,11 @@ func (b *bench) sideBySide(prefix string, names [2]string, targets [2]target) ([
 		return runs, 0, err
 	}
 	for r := range n {
-		order := []int{0, 1}
-		if r%2 == 1 {
-			order = []int{1, 0}
-		}
-		for _, i := range order {
+		for j := range targets {
+			i := (r + j) % len(targets)
 			profile, expect := "", time.Duration(0)
 			if r == 1 {
-				profile, expect = "drain-"+names[i], runs[i][0].wall
+				profile, expect = "drain-"+fileName.Replace(names[i]), runs[i][0].wall
 			}
 			run, err := b.drainOnce(fmt.Sprintf("%s_%d_%d", prefix, i, r), targets[i], profile, expect)
 			if err != nil {
@@ -68,35 +66,20 @@ func (b *bench) sideBySide(prefix string, names [2]string, targets [2]target) ([
 	return runs, changes, b.dropSlots(slots)
 }
 
-// sideBySideRows reports the drains of sideBySide: the medians of B and
-// the ratio B/A of each.
-func (b *bench) sideBySideRows(what string, changes int, names [2]string, runs [2][]drainRun, target string) {
-	field := func(i int, f func(drainRun) time.Duration) time.Duration {
+// fileName makes a target's name part of a file name.
+var fileName = strings.NewReplacer(" ", "-", "(", "", ")", "", ",", "")
+
+// sideBySideRows reports the drains of sideBySide: for each target after
+// the first, its medians and their ratios to the first's, and target (when
+// set) the wall time's target ratio. Rows are labelled what, or with more
+// than two targets the target's name.
+func (b *bench) sideBySideRows(what string, changes int, names []string, runs [][]drainRun, target string) {
+	medianOf := func(i int, f func(drainRun) time.Duration) time.Duration {
 		var v []time.Duration
 		for _, r := range runs[i] {
 			v = append(v, f(r))
 		}
 		return median(v)
-	}
-	var ratios []float64
-	for r := range runs[0] {
-		ratios = append(ratios, runs[1][r].wall.Seconds()/runs[0][r].wall.Seconds())
-	}
-	slices.Sort(ratios)
-	for j, m := range []struct {
-		name string
-		f    func(drainRun) time.Duration
-	}{
-		{fmt.Sprintf("drain %dk: wall", changes/1000), func(r drainRun) time.Duration { return r.wall }},
-		{"drain: cdcd CPU", func(r drainRun) time.Duration { return r.cpu }},
-		{"drain: Redis CPU", func(r drainRun) time.Duration { return r.redisCPU }},
-	} {
-		a, bv := field(0, m.f), field(1, m.f)
-		ref := names[0] + " " + a.Round(time.Millisecond).String()
-		if j == 0 && target != "" { // the wall time's
-			ref += "; target ≤ " + target
-		}
-		b.row(what+" "+m.name, fmt.Sprintf("%s (%.2f×)", bv.Round(time.Millisecond), bv.Seconds()/max(a.Seconds(), 0.001)), ref)
 	}
 	cmds := func(i int) int64 {
 		var v []int64
@@ -105,12 +88,39 @@ func (b *bench) sideBySideRows(what string, changes int, names [2]string, runs [
 		}
 		return median(v)
 	}
-	b.row(what+" drain: Redis commands", fmt.Sprintf("%d (%.2f×)", cmds(1), float64(cmds(1))/float64(max(cmds(0), 1))), fmt.Sprintf("%s %d", names[0], cmds(0)))
-	b.row(what+" drain: "+names[1]+"/"+names[0]+" per round", fmt.Sprintf("%.2f", ratios), fmt.Sprintf("%d rounds, medians above", len(ratios)))
+	for i := 1; i < len(runs); i++ {
+		label := what
+		if len(runs) > 2 {
+			label = names[i]
+		}
+		var ratios []float64
+		for r := range runs[0] {
+			ratios = append(ratios, runs[i][r].wall.Seconds()/runs[0][r].wall.Seconds())
+		}
+		slices.Sort(ratios)
+		for j, m := range []struct {
+			name string
+			f    func(drainRun) time.Duration
+		}{
+			{fmt.Sprintf("drain %dk: wall", changes/1000), func(r drainRun) time.Duration { return r.wall }},
+			{"drain: cdcd CPU", func(r drainRun) time.Duration { return r.cpu }},
+			{"drain: Redis CPU", func(r drainRun) time.Duration { return r.redisCPU }},
+		} {
+			a, bv := medianOf(0, m.f), medianOf(i, m.f)
+			ref := names[0] + " " + a.Round(time.Millisecond).String()
+			if j == 0 && target != "" { // the wall time's
+				ref += "; target ≤ " + target
+			}
+			b.row(label+" "+m.name, fmt.Sprintf("%s (%.2f×)", bv.Round(time.Millisecond), bv.Seconds()/max(a.Seconds(), 0.001)), ref)
+		}
+		b.row(label+" drain: Redis commands", fmt.Sprintf("%d (%.2f×)", cmds(i), float64(cmds(i))/float64(max(cmds(0), 1))), fmt.Sprintf("%s %d", names[0], cmds(0)))
+		b.row(label+" drain: per round", fmt.Sprintf("%.2f", ratios), fmt.Sprintf("%d rounds, ratios to %s; medians above", len(ratios), names[0]))
+	}
 }
 
-// clusterDrain: the drain's backlog applied to a 3-master Redis Cluster
-// (CDCD_REDIS_MODE=cluster) and to the standalone server, side by side.
+// clusterDrain: the drain's backlog applied to the standalone server and to
+// a 3-master Redis Cluster (CDCD_REDIS_MODE=cluster), with channel messages
+// sent by SPUBLISH and by PUBLISH, side by side.
 func (b *bench) clusterDrain() error {
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
 	c, err := testenv.StartRedisCluster(ctx, 3, 0)
@@ -125,29 +135,34 @@ func (b *bench) clusterDrain() error {
 	}
 	cc := redis.NewClusterClient(opt)
 	defer cc.Close()
-	cluster := target{
-		env: []string{"CDCD_REDIS_MODE=cluster", "CDCD_REDIS_URL=" + c.URL()},
-		rdb: cc,
-		stats: func() (time.Duration, int64) {
-			var mu sync.Mutex
-			var cpu time.Duration
-			var commands int64
-			_ = cc.ForEachMaster(b.ctx, func(ctx context.Context, m *redis.Client) error {
-				t, n := serverStats(ctx, m)
-				mu.Lock()
-				cpu, commands = cpu+t, commands+n
-				mu.Unlock()
-				return nil
-			})
-			return cpu, commands
-		},
+	stats := func() (time.Duration, int64) {
+		var mu sync.Mutex
+		var cpu time.Duration
+		var commands int64
+		_ = cc.ForEachMaster(b.ctx, func(ctx context.Context, m *redis.Client) error {
+			t, n := serverStats(ctx, m)
+			mu.Lock()
+			cpu, commands = cpu+t, commands+n
+			mu.Unlock()
+			return nil
+		})
+		return cpu, commands
 	}
-	names := [2]string{"standalone", "cluster"}
-	runs, changes, err := b.sideBySide("cluster", names, [2]target{b.standalone(), cluster})
+	env := []string{"CDCD_REDIS_MODE=cluster", "CDCD_REDIS_URL=" + c.URL()}
+	// Channel messages: SPUBLISH stays in the channel's shard, as a
+	// standalone server's PUBLISH stays on it; a Cluster's PUBLISH goes to
+	// every node over the cluster bus, which costs each node CPU that no
+	// command shows (docs/performance.md).
+	names := []string{"standalone", "cluster (3 masters, SPUBLISH)", "cluster (3 masters, PUBLISH)"}
+	runs, changes, err := b.sideBySide("cluster", names, []target{
+		b.standalone(),
+		{env: append(slices.Clip(env), "CDCD_REDIS_SHARDED_PUBSUB=true"), rdb: cc, stats: stats},
+		{env: env, rdb: cc, stats: stats},
+	})
 	if err != nil {
 		return err
 	}
-	b.sideBySideRows("cluster (3 masters)", changes, names, runs, "1.2×")
+	b.sideBySideRows("", changes, names, runs, "1.2×")
 	return nil
 }
 
@@ -160,9 +175,9 @@ func (b *bench) waitCost() error {
 		return err
 	}
 	defer func() { _ = replica.Stop() }()
-	names := [2]string{"WAIT 0", "WAIT 1"}
+	names := []string{"WAIT 0", "WAIT 1"}
 	env := [2][]string{{"CDCD_REDIS_WAIT_REPLICAS=0"}, {"CDCD_REDIS_WAIT_REPLICAS=1"}}
-	runs, changes, err := b.sideBySide("wait", names, [2]target{b.standalone(env[0]...), b.standalone(env[1]...)})
+	runs, changes, err := b.sideBySide("wait", names, []target{b.standalone(env[0]...), b.standalone(env[1]...)})
 	if err != nil {
 		return err
 	}
