@@ -25,8 +25,9 @@ type receiver[T Tx[T]] struct {
 	sentFlush   pglogrepl.LSN
 	nextStatus  time.Time
 	deadlineSet time.Time
-	persisted   pglogrepl.LSN // highest position BeforeConfirm accepted
-	lastChecked time.Time     // when BeforeConfirm was last called
+	// conf secures positions before they are confirmed, with
+	// Config.BeforeConfirm; nil without it.
+	conf *confirmer
 
 	// held are committed transactions not yet handed to the applier;
 	// holdUntil is set when the loop first sees them held, and cleared when
@@ -48,6 +49,13 @@ func (r *receiver[T]) loop(ctx context.Context) error {
 		return err
 	}
 	for {
+		if r.conf != nil {
+			select {
+			case err := <-r.conf.failed:
+				return err
+			default:
+			}
+		}
 		now := time.Now()
 		if r.heard {
 			r.lastRecv, r.heard = now, false
@@ -64,14 +72,8 @@ func (r *receiver[T]) loop(ctx context.Context) error {
 			if err := r.sendStatus(ask); err != nil {
 				return err
 			}
-		} else if s.Acked() > r.sentFlush && now.Sub(r.lastSent) >= s.cfg.FeedbackDelay {
+		} else if r.confirmable() > r.sentFlush && now.Sub(r.lastSent) >= s.cfg.FeedbackDelay {
 			if err := r.sendStatus(false); err != nil {
-				return err
-			}
-		} else if s.cfg.BeforeConfirm != nil && r.persisted > 0 && now.Sub(r.lastChecked) >= s.cfg.FeedbackDelay {
-			// Nothing new to confirm: check the sinks still hold what
-			// was confirmed.
-			if _, err := r.beforeConfirm(r.persisted, true); err != nil {
 				return err
 			}
 		}
@@ -159,25 +161,22 @@ func (r *receiver[T]) idle() bool {
 	return !r.asm.open() && len(r.held) == 0 && r.s.pending.Load() == 0
 }
 
-func (r *receiver[T]) sendStatus(replyRequested bool) error {
-	flush := r.s.Acked()
-	if r.s.cfg.Confirmable != nil {
-		// Never below what was confirmed already: the server ignores it.
-		flush = max(min(flush, r.s.cfg.Confirmable(flush)), r.sentFlush)
+// confirmable returns the highest position that may be confirmed now: what
+// the applier acknowledged, capped by the sinks (Config.Confirmable) and by
+// what the confirmer secured.
+func (r *receiver[T]) confirmable() pglogrepl.LSN {
+	flush := r.s.confirmTarget()
+	if r.conf != nil {
+		flush = min(flush, r.conf.Secured())
 	}
+	return flush
+}
+
+func (r *receiver[T]) sendStatus(replyRequested bool) error {
+	// Never below what was confirmed already: the server ignores it.
+	flush := max(r.confirmable(), r.sentFlush)
 	if flush == 0 {
 		return errors.New("refusing to send a zero flush position")
-	}
-	if r.s.cfg.BeforeConfirm != nil && flush > r.persisted {
-		ok, err := r.beforeConfirm(flush, false)
-		if err != nil {
-			return err
-		}
-		if ok || ackBeforeApply {
-			r.persisted = flush
-		} else {
-			flush = r.persisted
-		}
 	}
 	write := max(r.received, flush)
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), r.conn, pglogrepl.StandbyStatusUpdate{
@@ -196,27 +195,6 @@ func (r *receiver[T]) sendStatus(replyRequested bool) error {
 	r.s.m.confirmedLSN.Set(float64(flush))
 	r.s.m.observeLag(r.serverEnd, flush)
 	return nil
-}
-
-// beforeConfirm calls Config.BeforeConfirm with lsn and reports whether
-// it accepted it. It returns the errors that end the session; any other
-// means lsn is not confirmed, and is logged unless recheck (lsn was
-// confirmed already: the sinks' own logs say what fails).
-func (r *receiver[T]) beforeConfirm(lsn pglogrepl.LSN, recheck bool) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.ConfirmTimeout)
-	err := r.s.cfg.BeforeConfirm(ctx, lsn)
-	cancel()
-	r.lastChecked = time.Now()
-	if errors.Is(err, ErrSuperseded) || errors.Is(err, ErrResync) {
-		return false, err
-	}
-	if err != nil {
-		if !recheck {
-			r.s.log.Warn("cannot record the position to confirm; confirming the previous one", "lsn", lsn.String(), "err", err)
-		}
-		return false, nil
-	}
-	return true, nil
 }
 
 // endCopy ends the stream cleanly: CopyDone, then read (and drop) what the

@@ -160,20 +160,35 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 
 	started := time.Now()
 	rl := receiver[T]{s: s, conn: conn, dec: dec, asm: newAssembler(s.cfg.Begin),
-		persisted: slot.confirmed, silence: silence, lastRecv: started}
+		silence: silence, lastRecv: started}
+	stopConfirmer := func() {}
+	if s.cfg.BeforeConfirm != nil {
+		rl.conf = newConfirmer(s.cfg.BeforeConfirm, s.confirmTarget, slot.confirmed, s.cfg.ConfirmTimeout, s.cfg.FeedbackDelay, s.log,
+			func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
+		confCtx, cancel := context.WithCancel(ctx)
+		go rl.conf.run(confCtx)
+		stopConfirmer = func() { rl.conf.stop(cancel) }
+	}
+	defer stopConfirmer()
 	err = rl.loop(ctx)
+	stopConfirmer()
 	if errors.Is(err, ErrSilent) {
 		s.abandoned = strconv.FormatUint(uint64(conn.PID()), 10)
 	}
 	if ctx.Err() != nil {
 		// Shutdown: let the applier finish what it holds, then confirm it.
 		s.drainApplier()
+		if rl.conf != nil && s.confirmTarget() > rl.conf.Secured() {
+			if serr := rl.conf.secure(context.Background(), s.confirmTarget(), false); serr != nil {
+				s.log.Warn("cannot record the position to confirm at shutdown", "err", serr)
+			}
+		}
 		if serr := rl.sendStatus(false); serr != nil {
 			s.log.Warn("final status update failed", "err", serr)
 		} else if serr := rl.endCopy(); serr != nil {
 			s.log.Warn("final status update sent, but the server did not confirm the end of the stream", "lsn", s.Acked().String(), "err", serr)
 		} else {
-			s.log.Info("confirmed position at shutdown", "lsn", s.Acked().String())
+			s.log.Info("confirmed position at shutdown", "lsn", rl.sentFlush.String())
 		}
 		return nil
 	}

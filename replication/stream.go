@@ -51,13 +51,14 @@ type Config[T Tx[T]] struct {
 	// BeforeConfirm, when set, is called with a position before it is first
 	// confirmed to the server; the position is confirmed only if it returns
 	// nil. It lets the caller record what it confirmed where it can later
-	// tell a gap from its own progress. While no new position comes, it is
-	// called again with the last one it accepted every FeedbackDelay, so
-	// that it finds sinks that lost writes (a Redis failover) on an idle
-	// stream too.
+	// tell a gap from its own progress. It is called every FeedbackDelay,
+	// on a goroutine of its own, never in the receive loop, with the
+	// highest position that may be confirmed; while no new position comes,
+	// with the last one it accepted, so that it finds sinks that lost
+	// writes (a Redis failover) on an idle stream too. Calls do not
+	// overlap, and the last, at shutdown, follows the applier's last batch.
 	BeforeConfirm func(ctx context.Context, lsn pglogrepl.LSN) error
-	// ConfirmTimeout bounds a BeforeConfirm call, which runs in the receive
-	// loop. Default 2s.
+	// ConfirmTimeout bounds a BeforeConfirm call. Default 2s.
 	ConfirmTimeout time.Duration
 	// Confirmable, when set, caps a position about to be confirmed: it
 	// returns the highest position at or below lsn that the sinks hold
@@ -223,6 +224,16 @@ func (s *Stream[T]) setReason(r string) { s.reason.Store(&r) }
 
 // Acked returns the position confirmed to the server at the next status update.
 func (s *Stream[T]) Acked() pglogrepl.LSN { return pglogrepl.LSN(s.acked.Load()) }
+
+// confirmTarget returns Acked, capped by Config.Confirmable: the highest
+// position the sinks hold.
+func (s *Stream[T]) confirmTarget() pglogrepl.LSN {
+	flush := s.Acked()
+	if s.cfg.Confirmable != nil {
+		flush = min(flush, s.cfg.Confirmable(flush))
+	}
+	return flush
+}
 
 // Run consumes the slot until ctx is done or a configuration error stops it.
 // On cancellation it lets the batch being applied finish (up to

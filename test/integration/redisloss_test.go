@@ -67,6 +67,29 @@ func TestRedisWaitReplicasHoldsConfirmation(t *testing.T) {
 	e.waitConfirmed(end, 30*time.Second)
 }
 
+// Securing a position — markers, and WAIT for a replica that never answers
+// — must not stop invalidation: it runs beside the stream. With it in the
+// receive loop, each attempt held the stream for the whole WAIT timeout,
+// about once a second.
+func TestRedisWaitReplicasDoesNotStallInvalidation(t *testing.T) {
+	e := newEnv(t)
+	e.startDaemon("CDCD_REDIS_WAIT_REPLICAS=1", "CDCD_REDIS_WAIT_TIMEOUT=2s")
+	var worst time.Duration
+	for i := range 40 {
+		key := fmt.Sprintf("nodb:%d:climate", 7000+i)
+		e.set(key)
+		start := time.Now()
+		e.write(`INSERT INTO climate_runs (run_id, scenario, hazard) VALUES ($1, 's', 'h')`, 7000+i)
+		waitFor(t, 10*time.Second, key+" deleted", func() bool { return !e.exists(key) })
+		worst = max(worst, time.Since(start))
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("slowest of 40 invalidations over about 5s, while every confirmation waited 2s for a replica: %s", worst)
+	if worst > time.Second {
+		t.Errorf("an invalidation took %s: securing positions held the stream", worst)
+	}
+}
+
 // lossSetup is a Redis master (the shared server) with a replica, cdcd
 // reaching the master through a proxy: a failover is a switch of the proxy.
 type lossSetup struct {
