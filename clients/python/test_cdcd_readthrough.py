@@ -26,12 +26,13 @@ RULES = os.path.join(HERE, "..", "..", "readthrough", "testdata", "rules.json")
 
 
 def cdcd_script():
-    """cdcd's revision update, read from its sink (sinks/redis.go):
-    forward-only, and a value that is not an LSN is overwritten."""
-    with open(os.path.join(HERE, "..", "..", "sinks", "redis.go"), encoding="utf-8") as f:
+    """cdcd's revision update, read from its sink (sinks/revisions.go):
+    forward-only, and a value that is not an LSN is overwritten; ARGV
+    holds pairs of a key and its LSN."""
+    with open(os.path.join(HERE, "..", "..", "sinks", "revisions.go"), encoding="utf-8") as f:
         go = f.read()
     behind = re.search(r"const lsnBehind = `(.*?)`", go, re.S).group(1)
-    body = re.search(r"var setRevision = redis\.NewScript\(lsnBehind \+ `(.*?)`\)", go, re.S).group(1)
+    body = re.search(r"var setRevisions = redis\.NewScript\(lsnBehind \+ `(.*?)`\)", go, re.S).group(1)
     return behind + body
 
 
@@ -89,15 +90,15 @@ class FakeCDCD:
 
     def commit(self, revs, *keys):
         lsn = self.next_lsn()
-        for r in revs:
-            self.set_revision(keys=[r], args=[lsn])
+        if revs:
+            self.set_revision(keys=[], args=[a for r in revs for a in (r, lsn)])
         if keys:
             self.client.unlink(*keys)
 
     def commit_pattern(self, rev_pattern, key_pattern):
         lsn = self.next_lsn()
         for r in self.client.scan_iter(rev_pattern):
-            self.set_revision(keys=[r], args=[lsn])
+            self.set_revision(keys=[], args=[r, lsn])
         keys = list(self.client.scan_iter(key_pattern))
         if keys:
             self.client.unlink(*keys)
