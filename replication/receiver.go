@@ -72,7 +72,10 @@ func (r *receiver[T]) loop(ctx context.Context) error {
 			if err := r.sendStatus(ask); err != nil {
 				return err
 			}
-		} else if r.confirmable() > r.sentFlush && now.Sub(r.lastSent) >= s.cfg.FeedbackDelay {
+		} else if r.confirmable() > r.sentFlush && (r.conf != nil || now.Sub(r.lastSent) >= s.cfg.FeedbackDelay) {
+			// With a confirmer, what may be confirmed moves only when it
+			// secured a position, once a FeedbackDelay at most: send it
+			// at once.
 			if err := r.sendStatus(false); err != nil {
 				return err
 			}
