@@ -99,10 +99,24 @@ func (d *daemon) onStart(ctx context.Context, st replication.Start) error {
 	return nil
 }
 
-// beforeConfirm has the sinks secure what they applied up to a position,
-// then records the position, before it is confirmed to the server, so the
-// next start can tell cdcd's own progress from a gap.
+// beforeConfirm records a position, then has the sinks secure what they
+// applied up to it, before it is confirmed to the server, so the next start
+// can tell cdcd's own progress from a gap. The record comes first so that
+// the sinks' WAIT for replicas covers it too: recorded after, a failover
+// to a replica that held every delete but not the record read as a slot
+// advanced by something else, a full invalidation where nothing was lost.
+// A record ahead of what the server was told is harmless: the server
+// resends from its own position.
 func (d *daemon) beforeConfirm(ctx context.Context, lsn pglogrepl.LSN) error {
+	if server := d.server.Load(); server != nil { // nil: the fault suite's broken build skips OnStart
+		err := d.state.Advance(ctx, *server, lsn)
+		if errors.Is(err, sinks.ErrStateChanged) {
+			return fmt.Errorf("%w: %w", replication.ErrSuperseded, err)
+		}
+		if err != nil {
+			return err
+		}
+	}
 	if err := d.applier.Secure(ctx, lsn); err != nil {
 		if errors.Is(err, sinks.ErrLostWrites) {
 			// Keys cdcd deleted may be back, and their positions are
@@ -120,15 +134,7 @@ func (d *daemon) beforeConfirm(ctx context.Context, lsn pglogrepl.LSN) error {
 		}
 		return err
 	}
-	server := d.server.Load()
-	if server == nil {
-		return nil // no state recorded in this process (the fault suite's broken build skips OnStart)
-	}
-	err := d.state.Advance(ctx, *server, lsn)
-	if errors.Is(err, sinks.ErrStateChanged) {
-		return fmt.Errorf("%w: %w", replication.ErrSuperseded, err)
-	}
-	return err
+	return nil
 }
 
 // checkEviction warns when Redis may evict cdcd's recorded state or the

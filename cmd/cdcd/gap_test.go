@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"log/slog"
+	"slices"
 	"testing"
 
 	"github.com/cdcd/cdcd/replication"
 	"github.com/cdcd/cdcd/sinks"
+	"github.com/jackc/pglogrepl"
 )
 
 func TestGapOf(t *testing.T) {
@@ -55,5 +59,51 @@ func TestGapOf(t *testing.T) {
 				t.Fatalf("reason %q is not a label of cdcd_gap_invalidations_total", reason)
 			}
 		})
+	}
+}
+
+// recordingState is a StateStore that keeps the recorded position.
+type recordingState struct {
+	sinks.StateStore
+	confirmed pglogrepl.LSN
+}
+
+func (s *recordingState) Advance(_ context.Context, _ sinks.State, lsn pglogrepl.LSN) error {
+	s.confirmed = max(s.confirmed, lsn)
+	return nil
+}
+
+// securingSink is a Sink that notes how far the recorded state was when it
+// was asked to secure a position.
+type securingSink struct {
+	sinks.Sink
+	state    *recordingState
+	recorded []pglogrepl.LSN
+}
+
+func (s *securingSink) Secure(_ context.Context, _ pglogrepl.LSN) error {
+	s.recorded = append(s.recorded, s.state.confirmed)
+	return nil
+}
+
+// The recorded position is written before the sinks secure it: their WAIT
+// for replicas then covers it, and a failover to a replica that holds every
+// delete holds the record too. Recorded after, such a failover read as a
+// slot advanced by something else: a full invalidation where nothing was
+// lost.
+func TestBeforeConfirmRecordsBeforeSecuring(t *testing.T) {
+	state := &recordingState{}
+	sink := &securingSink{state: state}
+	log := slog.New(slog.DiscardHandler)
+	m := sinks.NewMetrics(nil)
+	d := &daemon{log: log, state: state, applier: sinks.NewApplier(sinks.NewAlerts(log, m, nil), m, sink)}
+	d.server.Store(&sinks.State{SystemID: "7", Timeline: 1})
+	for _, lsn := range []pglogrepl.LSN{0x1000, 0x2000} {
+		if err := d.beforeConfirm(context.Background(), lsn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []pglogrepl.LSN{0x1000, 0x2000}; !slices.Equal(sink.recorded, want) {
+		t.Errorf("recorded position when the sinks secured each: %v, want %v", sink.recorded, want)
 	}
 }
